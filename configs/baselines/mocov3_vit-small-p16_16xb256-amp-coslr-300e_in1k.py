@@ -1,0 +1,5 @@
+# MoCo v3, ViT-S/16 (12 heads), 300 epochs on ImageNet-1k: the baseline RePre is compared with.
+# mmpretrain's recipe unchanged: 16 GPUs x 256 = batch 4096, AdamW lr 2.4e-3, wd 0.1, AMP.
+#   tools/dist_train.sh configs/baselines/mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py 8
+_base_ = 'mmpretrain::mocov3/mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py'
+custom_imports = dict(imports=['repre_mm'], allow_failed_imports=False)

@@ -1,0 +1,9 @@
+from .fusion_decoder import MultiLevelFusionDecoder
+from .level_taps import EncoderCall, LevelTap, SwinLevelTap, ViTLevelTap, build_level_tap
+from .reconstruction_head import RePreReconstructionHead
+from .repre import RePre
+
+__all__ = [
+    'RePre', 'MultiLevelFusionDecoder', 'RePreReconstructionHead', 'LevelTap', 'ViTLevelTap',
+    'SwinLevelTap', 'EncoderCall', 'build_level_tap'
+]

@@ -1,0 +1,107 @@
+"""Small models and data for the tests: a 4-block ViT on 32x32 views runs a step in ~50 ms."""
+import copy
+
+import torch
+
+PATCH = 8
+DIMS = 64
+
+
+def tiny_vit(img_size=32, patch_size=PATCH, depth=4, dims=DIMS, heads=4, type='MoCoV3ViT'):
+    return dict(
+        type=type,
+        arch=dict(embed_dims=dims, num_layers=depth, num_heads=heads,
+                  feedforward_channels=2 * dims),
+        img_size=img_size,
+        patch_size=patch_size,
+        **(dict(stop_grad_conv1=True) if type == 'MoCoV3ViT' else {}))
+
+
+def _mlp(in_ch, out_ch, layers):
+    return dict(type='NonLinearNeck', in_channels=in_ch, hid_channels=2 * DIMS,
+                out_channels=out_ch, num_layers=layers, with_bias=False, with_last_bn=True,
+                with_last_bn_affine=False, with_last_bias=False, with_avg_pool=False,
+                norm_cfg=dict(type='BN1d'))
+
+
+def tiny_mocov3(**vit_kwargs):
+    return dict(
+        type='MoCoV3',
+        base_momentum=0.01,
+        backbone=tiny_vit(**vit_kwargs),
+        neck=_mlp(vit_kwargs.get('dims', DIMS), 32, 3),
+        head=dict(type='MoCoV3Head', predictor=_mlp(32, 32, 2),
+                  loss=dict(type='CrossEntropyLoss', loss_weight=0.4), temperature=0.2),
+        data_preprocessor=dict(type='SelfSupDataPreprocessor', mean=[127.5] * 3,
+                               std=[64.] * 3, to_rgb=True))
+
+
+def tiny_repre(levels=(1, 3), loss_weight=1.0, framework=None, **kwargs):
+    return dict(type='RePre', framework=framework or tiny_mocov3(), levels=levels,
+                rec_head=dict(type='RePreReconstructionHead', loss_weight=loss_weight), **kwargs)
+
+
+def views(batch=4, size=32, num=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 3, size, size, generator=g) for _ in range(num)]
+
+
+def clone_cfg(cfg):
+    return copy.deepcopy(cfg)
+
+
+def write_images(folder, num=4, size=40, with_classes=False, seed=0):
+    """Random RGB JPEGs: num per class folder (2 classes) or flat."""
+    import os
+    import cv2
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    subdirs = ['class_a', 'class_b'] if with_classes else ['']
+    for sub in subdirs:
+        os.makedirs(os.path.join(folder, sub), exist_ok=True)
+        for i in range(num):
+            img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            cv2.imwrite(os.path.join(folder, sub, f'{i}.jpg'), img)
+    return folder
+
+
+def _walk(obj, fn):
+    if isinstance(obj, dict):
+        fn(obj)
+        for v in obj.values():
+            _walk(v, fn)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _walk(v, fn)
+
+
+def shrink_pretrain_cfg(cfg, data_root, work_dir, img=32, dims=32):
+    """A GPU recipe made to run one CPU iteration in seconds: 12 narrow blocks (so every level
+    index of the recipe stays valid), 32x32 crops, batch 2, synthetic images."""
+    from repre_mm.utils.launch import adapt_to_machine, set_dataloader_defaults
+    framework = cfg.model.framework if cfg.model.type == 'RePre' else cfg.model
+    framework.backbone.arch = dict(embed_dims=dims, num_layers=12, num_heads=2,
+                                   feedforward_channels=2 * dims)
+    framework.backbone.img_size = img
+    framework.neck.in_channels = dims
+    for mlp in (framework.neck, framework.head.get('predictor', {})):
+        if 'hid_channels' in mlp:
+            mlp.hid_channels = 2 * dims
+
+    def small_crop(t):
+        if t.get('type') in ('RandomResizedCrop', 'RandomCrop'):
+            t['scale' if 'scale' in t else 'crop_size'] = img
+
+    _walk(cfg.train_dataloader.dataset.pipeline, small_crop)
+    cfg.train_dataloader.dataset = dict(
+        type='CustomDataset', data_root=data_root, with_label=False,
+        pipeline=cfg.train_dataloader.dataset.pipeline)
+    cfg.train_dataloader.update(batch_size=2, num_workers=0, persistent_workers=False)
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1)
+    cfg.custom_hooks = []
+    cfg.work_dir = work_dir
+    cfg.launcher = 'none'
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    set_dataloader_defaults(cfg)
+    adapt_to_machine(cfg)
+    return cfg
