@@ -1,0 +1,78 @@
+"""k-NN accuracy of the online encoder during pre-training, logged like any metric."""
+import time
+from typing import Optional, Sequence
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from mmpretrain.registry import HOOKS
+from ..evaluation.knn import FEATURE_KINDS, extract_features, knn_accuracy
+
+
+@HOOKS.register_module()
+class KNNEvaluationHook(Hook):
+    """Every ``interval`` epochs (and after the last), classify ``query_dataloader`` by k-NN over
+    the features of ``bank_dataloader`` and log ``knn/<kind>_top1`` (percent).
+
+    Args:
+        bank_dataloader (dict): labelled images whose features form the bank (a train split).
+        query_dataloader (dict): labelled images to classify (a val / test split).
+        interval (int): epochs between evaluations. Defaults to 1.
+        k (int): neighbours. Defaults to 20.
+        temperature (float): vote weight exp(sim / T). Defaults to 0.07.
+        kinds (Sequence[str]): ``'cls'`` and / or ``'patch_mean'``. Defaults to both.
+        before_train (bool): also evaluate the untrained encoder. Defaults to False.
+    """
+    priority = 'LOW'
+
+    def __init__(self, bank_dataloader: dict, query_dataloader: dict, interval: int = 1,
+                 k: int = 20, temperature: float = 0.07,
+                 kinds: Sequence[str] = FEATURE_KINDS, before_train: bool = False):
+        self.bank_cfg, self.query_cfg = bank_dataloader, query_dataloader
+        self.interval, self.k, self.temperature = interval, k, temperature
+        self.kinds = tuple(kinds)
+        self.evaluate_before_train = before_train
+        self.history = []  # [(epoch, {kind: top1})], for tools that drive a Runner directly
+        self._loaders: Optional[tuple] = None
+
+    def before_train(self, runner) -> None:
+        self._loaders = (runner.build_dataloader(self.bank_cfg),
+                         runner.build_dataloader(self.query_cfg))
+        if self.evaluate_before_train:
+            self._evaluate(runner)
+
+    def after_train_epoch(self, runner) -> None:
+        if self.every_n_epochs(runner, self.interval) or self.is_last_train_epoch(runner):
+            self._evaluate(runner)
+
+    def _features(self, model, loader):
+        labels = []
+
+        def images():
+            for batch in loader:
+                data = model.data_preprocessor(batch, False)
+                labels.extend(int(s.gt_label) for s in data['data_samples'])
+                yield data['inputs']
+
+        feats = extract_features(model.backbone, images(), self.kinds)
+        return feats, torch.tensor(labels)
+
+    def _evaluate(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        start = time.time()
+        bank, bank_labels = self._features(model, self._loaders[0])
+        queries, query_labels = self._features(model, self._loaders[1])
+        results = {}
+        for kind in self.kinds:
+            results[kind] = knn_accuracy(bank[kind], bank_labels, queries[kind], query_labels,
+                                         self.k, self.temperature)
+            runner.message_hub.update_scalar(f'knn/{kind}_top1', results[kind])
+        self.history.append((runner.epoch, results))
+        runner.logger.info(
+            f'k-NN (k={self.k}, T={self.temperature}) epoch {runner.epoch}: ' +
+            ', '.join(f'{kind} top-1 {acc:.2f}%' for kind, acc in results.items()) +
+            f' (bank {len(bank_labels)}, queries {len(query_labels)}, '
+            f'{time.time() - start:.1f} s)')
+        runner.visualizer.add_scalars({f'knn/{k}_top1': v for k, v in results.items()},
+                                      step=runner.epoch)

@@ -1,0 +1,47 @@
+"""Every shipped pre-training config builds, and a shrunk copy trains one Runner iteration."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from mmpretrain.registry import MODELS
+from helpers import shrink_pretrain_cfg, write_images
+
+ROOT = osp.dirname(osp.dirname(__file__))
+PRETRAIN = sorted(glob.glob(osp.join(ROOT, 'configs/repre/**/*.py'), recursive=True) +
+                  glob.glob(osp.join(ROOT, 'configs/baselines/*.py')))
+
+
+def test_there_are_pretrain_configs():
+    names = [osp.basename(p) for p in PRETRAIN]
+    assert 'repre_mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py' in names
+    assert 'repre_mocov3_vit-base-p16_16xb256-amp-coslr-300e_in1k.py' in names
+    assert len([n for n in names if 'levels' in n or 'lambda' in n or 'loss-l2' in n]) == 6
+
+
+@pytest.mark.parametrize('path', PRETRAIN, ids=lambda p: osp.relpath(p, ROOT))
+def test_config_builds_full_size(path):
+    cfg = Config.fromfile(path)
+    model = MODELS.build(cfg.model)
+    if cfg.model.type == 'RePre':
+        # one diff apart: the RePre config's framework is its baseline's model
+        assert cfg.model.framework.type == 'MoCoV3'
+        assert 'decoder' in dict(model.named_children())
+    params = sum(p.numel() for p in model.backbone.parameters())
+    assert params > 1e5
+
+
+@pytest.mark.parametrize('path', PRETRAIN, ids=lambda p: osp.relpath(p, ROOT))
+def test_shrunk_config_trains_one_iteration(path, tmp_path):
+    data = write_images(str(tmp_path / 'images'), num=2)
+    cfg = shrink_pretrain_cfg(Config.fromfile(path), data, str(tmp_path / 'work'))
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    logged = runner.message_hub.log_scalars
+    assert torch.isfinite(torch.tensor(logged['train/loss'].current()))
+    if cfg.model.type == 'RePre':
+        assert logged['train/loss_rec'].current() > 0
+    assert osp.exists(osp.join(cfg.work_dir, 'epoch_1.pth'))

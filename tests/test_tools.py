@@ -1,0 +1,93 @@
+"""tools/train.py, tools/test.py and tools/dist_train.sh as a user runs them (subprocesses)."""
+import json
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import write_images
+
+ROOT = osp.dirname(osp.dirname(__file__))
+TINY = osp.join(ROOT, 'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+               OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', PYTHON=sys.executable)
+    return env
+
+
+def _options(data_root, epochs=2, batch=4):
+    # 16 images, batch 4 -> 4 iterations an epoch; k-NN hook off (it is tested on its own).
+    return [
+        '--cfg-options', f'train_dataloader.dataset.data_root={data_root}',
+        'train_dataloader.dataset.data_prefix=', f'train_dataloader.batch_size={batch}',
+        'train_dataloader.num_workers=0', f'train_cfg.max_epochs={epochs}', 'custom_hooks=[]',
+        'default_hooks.logger.interval=1', 'randomness.deterministic=True'
+    ]
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    return write_images(str(tmp_path_factory.mktemp('images')), num=16, size=32)
+
+
+def _scalars(work_dir):
+    """The train-step records of mmengine's scalars.json (one JSON object a line)."""
+    runs = sorted(d for d in os.listdir(work_dir) if osp.isdir(osp.join(work_dir, d)))
+    with open(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')) as f:
+        return [json.loads(line) for line in f if '"loss"' in line]
+
+
+def test_train_writes_checkpoints_and_logs(images, tmp_path):
+    work = str(tmp_path / 'work')
+    subprocess.run([sys.executable, 'tools/train.py', TINY, '--work-dir', work] +
+                   _options(images, epochs=1), cwd=ROOT, env=_env(), check=True, timeout=300)
+    assert osp.exists(osp.join(work, 'epoch_1.pth'))
+    records = _scalars(work)
+    assert len(records) == 4 and all('loss_rec' in r and 'eta' not in r for r in records)
+
+
+def test_resume_auto_continues_a_killed_run(images, tmp_path):
+    work = str(tmp_path / 'work')
+    epochs = 12
+    cmd = [sys.executable, 'tools/train.py', TINY, '--work-dir', work] + _options(images, epochs)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    # mmengine writes epoch_N.pth, then the `last_checkpoint` pointer that --resume reads
+    while not osp.exists(osp.join(work, 'last_checkpoint')) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with open(osp.join(work, 'last_checkpoint')) as f:
+        latest = int(osp.basename(f.read().strip())[6:-4])
+    assert latest < epochs, 'the run was not killed mid-way'
+
+    out = subprocess.run(cmd + ['--resume'], cwd=ROOT, env=_env(), timeout=300,
+                         capture_output=True, text=True)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    # torch >= 2.6 loads with weights_only=True: this needs repre_mm.compat's safe globals
+    assert f'resumed epoch: {latest}' in log, log[-3000:]
+    assert osp.exists(osp.join(work, f'epoch_{epochs}.pth'))
+
+
+def test_dist_train_two_cpu_processes(images, tmp_path):
+    work = str(tmp_path / 'work')
+    env = _env()
+    env['PORT'] = str(29500 + os.getpid() % 1000)
+    out = subprocess.run(['bash', 'tools/dist_train.sh', TINY, '2', '--work-dir', work] +
+                         _options(images, epochs=1, batch=2), cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert 'Distributed launcher: pytorch' in log or 'world_size: 2' in log.lower() or \
+        'World size: 2' in log, log[-3000:]
+    # 16 images over 2 ranks x batch 2 -> 4 iterations, checkpoint written once (rank 0)
+    assert sorted(f for f in os.listdir(work) if f.endswith('.pth')) == ['epoch_1.pth']
+    assert len(_scalars(work)) == 4
