@@ -45,6 +45,21 @@ def test_weight_zero_reproduces_mmpretrain_mocov3_loss_exactly():
         assert n1 == n2 and torch.equal(p1, p2)
 
 
+def test_reconstruction_branch_leaves_the_framework_loss_unchanged():
+    base = build(tiny_mocov3())
+    repre = build(tiny_repre(loss_weight=1.0))
+    repre.load_state_dict(base.state_dict(), strict=False)
+    inputs = views()
+    torch.manual_seed(1)
+    expected = base.loss(inputs, None)['loss']
+    torch.manual_seed(1)
+    losses = repre.loss(inputs, None)
+    assert torch.equal(losses['loss'], expected)  # the tap only observes
+    assert losses['loss_rec'] > 0
+    total, _ = repre.parse_losses(losses)
+    assert torch.allclose(total, expected + losses['loss_rec'])
+
+
 def test_encoder_runs_once_per_view_and_momentum_encoder_never_decoded():
     repre = build(tiny_repre())
     online_calls, momentum_calls = [], []

@@ -2,12 +2,11 @@
 import time
 from typing import Optional, Sequence
 
-import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmpretrain.registry import HOOKS
-from ..evaluation.knn import FEATURE_KINDS, extract_features, knn_accuracy
+from ..evaluation.knn import FEATURE_KINDS, features_from_dataloader, knn_accuracy
 
 
 @HOOKS.register_module()
@@ -40,39 +39,28 @@ class KNNEvaluationHook(Hook):
         self._loaders = (runner.build_dataloader(self.bank_cfg),
                          runner.build_dataloader(self.query_cfg))
         if self.evaluate_before_train:
-            self._evaluate(runner)
+            self._evaluate(runner, epoch=0)
 
     def after_train_epoch(self, runner) -> None:
         if self.every_n_epochs(runner, self.interval) or self.is_last_train_epoch(runner):
-            self._evaluate(runner)
+            # the runner counts the finished epoch only after these hooks
+            self._evaluate(runner, epoch=runner.epoch + 1)
 
-    def _features(self, model, loader):
-        labels = []
-
-        def images():
-            for batch in loader:
-                data = model.data_preprocessor(batch, False)
-                labels.extend(int(s.gt_label) for s in data['data_samples'])
-                yield data['inputs']
-
-        feats = extract_features(model.backbone, images(), self.kinds)
-        return feats, torch.tensor(labels)
-
-    def _evaluate(self, runner) -> None:
+    def _evaluate(self, runner, epoch: int) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         start = time.time()
-        bank, bank_labels = self._features(model, self._loaders[0])
-        queries, query_labels = self._features(model, self._loaders[1])
+        bank, bank_labels = features_from_dataloader(model, self._loaders[0], self.kinds)
+        queries, query_labels = features_from_dataloader(model, self._loaders[1], self.kinds)
         results = {}
         for kind in self.kinds:
             results[kind] = knn_accuracy(bank[kind], bank_labels, queries[kind], query_labels,
                                          self.k, self.temperature)
             runner.message_hub.update_scalar(f'knn/{kind}_top1', results[kind])
-        self.history.append((runner.epoch, results))
+        self.history.append((epoch, results))
         runner.logger.info(
-            f'k-NN (k={self.k}, T={self.temperature}) epoch {runner.epoch}: ' +
+            f'k-NN (k={self.k}, T={self.temperature}) after epoch {epoch}: ' +
             ', '.join(f'{kind} top-1 {acc:.2f}%' for kind, acc in results.items()) +
             f' (bank {len(bank_labels)}, queries {len(query_labels)}, '
             f'{time.time() - start:.1f} s)')
         runner.visualizer.add_scalars({f'knn/{k}_top1': v for k, v in results.items()},
-                                      step=runner.epoch)
+                                      step=epoch)

@@ -1,3 +1,7 @@
-from .knn import extract_features, knn_accuracy, knn_predict
+from .knn import (FEATURE_KINDS, extract_features, features_from_dataloader, knn_accuracy,
+                  knn_predict, linear_probe_accuracy)
 
-__all__ = ['knn_predict', 'knn_accuracy', 'extract_features']
+__all__ = [
+    'FEATURE_KINDS', 'knn_predict', 'knn_accuracy', 'extract_features',
+    'features_from_dataloader', 'linear_probe_accuracy'
+]

@@ -4,7 +4,7 @@ Features are L2-normalised; each query takes its k most cosine-similar bank samp
 neighbour votes for its label with weight exp(similarity / T). Defaults: k=20, T=0.07.
 """
 from contextlib import contextmanager
-from typing import Dict, Iterable, Iterator, List
+from typing import Dict, Iterable, Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -97,3 +97,49 @@ def extract_features(backbone: nn.Module, batches: Iterable,
     finally:
         backbone.train(was_training)
     return {kind: torch.cat(v) for kind, v in feats.items()}
+
+
+def features_from_dataloader(model: nn.Module, loader: Iterable,
+                             kinds=FEATURE_KINDS) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    """Features of ``model.backbone`` and labels for a labelled mmpretrain dataloader.
+
+    The batches go through ``model.data_preprocessor`` (normalisation, BGR->RGB) exactly as in
+    training. Returns ({kind: N x C}, N labels).
+    """
+    labels: List[int] = []
+
+    def images():
+        for batch in loader:
+            data = model.data_preprocessor(batch, False)
+            labels.extend(int(s.gt_label) for s in data['data_samples'])
+            yield data['inputs']
+
+    feats = extract_features(model.backbone, images(), kinds)
+    return feats, torch.tensor(labels)
+
+
+def linear_probe_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor,
+                          test_feats: torch.Tensor, test_labels: torch.Tensor,
+                          steps: int = 300, lr: float = 0.01, weight_decay: float = 1e-4,
+                          seed: int = 0) -> float:
+    """Top-1 (percent) of a linear classifier on frozen, standardised features.
+
+    Full-batch AdamW on the cross-entropy; meant for small feature sets (the small-scale
+    benchmark). ImageNet linear probes use the mmpretrain configs under configs/benchmarks.
+    """
+    mean, std = train_feats.mean(0), train_feats.std(0) + 1e-6
+    x_train, x_test = (train_feats - mean) / std, (test_feats - mean) / std
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    generator = torch.Generator().manual_seed(seed)
+    weight = (torch.randn(num_classes, x_train.shape[1], generator=generator) * 0.01)
+    weight.requires_grad_()
+    bias = torch.zeros(num_classes, requires_grad=True)
+    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = F.cross_entropy(x_train @ weight.T + bias, train_labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        pred = (x_test @ weight.T + bias).argmax(1)
+    return (pred == test_labels).float().mean().item() * 100

@@ -38,7 +38,8 @@ class RePre(BaseModel):
         decoder (dict): config of the fusion decoder; ``in_channels`` and ``in_strides`` are
             filled in from the backbone. Defaults to ``MultiLevelFusionDecoder``.
         rec_head (dict): config of the reconstruction loss; ``patch_size`` is filled in.
-            Defaults to ``RePreReconstructionHead`` (L1, weight 1).
+            Defaults to ``RePreReconstructionHead`` (L1, weight 1). A ``loss_weight`` of 0 turns
+            the branch off: no decoder forward, ``loss_rec`` is logged as 0.
         reconstruct_local_crops (bool): also reconstruct encoder calls on inputs smaller than
             the largest one (DINO's local crops). Defaults to False.
         data_preprocessor (dict, optional): passed to the framework when its config has none.
@@ -132,6 +133,12 @@ class RePre(BaseModel):
             inputs (list[Tensor]): the views, each B x 3 x H x W (normalised).
             data_samples (list[DataSample]): passed to the framework.
         """
+        if self.rec_head.loss_weight == 0:
+            # The branch is off: the framework alone, no decoder work (e.g. to time the wrapper).
+            losses = self.framework.loss(inputs, data_samples, **kwargs)
+            losses['loss_rec'] = inputs[0].new_zeros(())
+            return losses
+
         with self.tap.record() as calls:
             losses = self.framework.loss(inputs, data_samples, **kwargs)
         if 'loss_rec' in losses:

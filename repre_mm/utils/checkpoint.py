@@ -1,0 +1,34 @@
+"""Loading user checkpoints: weights only, and never half of them silently."""
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+
+def load_weights(path: str) -> Dict[str, torch.Tensor]:
+    """The state dict of a checkpoint file (an mmengine checkpoint or a bare state dict),
+    loaded with ``weights_only=True``: a checkpoint cannot run code on this machine."""
+    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    if isinstance(checkpoint, dict) and 'state_dict' in checkpoint:
+        checkpoint = checkpoint['state_dict']
+    if not isinstance(checkpoint, dict) or not all(
+            isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError(f'{path} holds no state dict of tensors.')
+    return checkpoint
+
+
+def load_strict(module: nn.Module, state_dict: Dict[str, torch.Tensor],
+                prefix: Optional[str] = None, source: str = 'checkpoint') -> None:
+    """Load ``state_dict`` (its keys under ``prefix``, e.g. ``'backbone.'``) into ``module``;
+    any missing or unexpected key is an error that lists them."""
+    if prefix:
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if not state_dict:
+            raise KeyError(f'{source} has no key starting with {prefix!r}.')
+    missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise KeyError(
+            f'{source} does not match {type(module).__name__}: {len(missing)} missing keys '
+            f'{missing[:10]}{" ..." if len(missing) > 10 else ""}, {len(unexpected)} unexpected '
+            f'keys {unexpected[:10]}{" ..." if len(unexpected) > 10 else ""}. Check the config '
+            f'(arch, patch size, prefix) against the checkpoint.')

@@ -1,0 +1,117 @@
+"""k-NN (DINO protocol), the linear probe, the Fashion-MNIST tool and the k-NN hook."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from repre_mm.datasets import CLASSES, load_fashion_mnist
+from repre_mm.evaluation import knn_accuracy, knn_predict, linear_probe_accuracy
+from helpers import write_images
+
+ROOT = osp.dirname(osp.dirname(__file__))
+
+
+@pytest.fixture(scope='module')
+def digits():
+    from sklearn.datasets import load_digits
+    x, y = load_digits(return_X_y=True)
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+
+def test_knn_on_raw_pixels_matches_scikit_learn(digits):
+    from sklearn.neighbors import KNeighborsClassifier
+    x, y = digits
+    bank, bank_y, query, query_y = x[:1200], y[:1200], x[1200:], y[1200:]
+    ours = knn_predict(bank, bank_y, query, num_classes=10, k=20, temperature=0.07)
+    # the same rule in scikit-learn: cosine distance d = 1 - s, vote weight exp(s / T)
+    reference = KNeighborsClassifier(
+        n_neighbors=20, metric='cosine', algorithm='brute',
+        weights=lambda d: np.exp((1 - d) / 0.07)).fit(bank.numpy(), bank_y.numpy())
+    expected = reference.predict(query.numpy())
+    assert (ours.numpy() == expected).mean() > 0.995
+    acc = knn_accuracy(bank, bank_y, query, query_y)
+    assert acc == pytest.approx((expected == query_y.numpy()).mean() * 100, abs=0.5)
+    assert acc > 85  # digits are easy for pixel k-NN
+
+
+def test_chunked_knn_equals_one_shot(digits):
+    x, y = digits
+    one = knn_predict(x[:1000], y[:1000], x[1000:], 10)
+    chunked = knn_predict(x[:1000], y[:1000], x[1000:], 10, query_chunk=37, bank_chunk=64)
+    assert torch.equal(one, chunked)
+
+
+def test_knn_is_chance_on_shuffled_labels(digits):
+    x, y = digits
+    # Similar queries share neighbours, so one shuffle's accuracy varies a lot (5-18% seen):
+    # average over shuffles.
+    accs = []
+    for seed in range(12):
+        shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))]
+        accs.append(knn_accuracy(x[:1200], shuffled[:1200], x[1200:], y[1200:]))
+    assert abs(np.mean(accs) - 10) < 2.5  # chance is 10%
+
+
+def test_linear_probe_learns_and_is_chance_on_noise(digits):
+    x, y = digits
+    assert linear_probe_accuracy(x[:1200], y[:1200], x[1200:], y[1200:]) > 85
+    noise = torch.randn_like(x)
+    assert linear_probe_accuracy(noise[:1200], y[:1200], noise[1200:], y[1200:]) < 20
+
+
+def test_fashion_mnist_tool_writes_the_customdataset_layout(tmp_path):
+    out = str(tmp_path / 'fm')
+    subprocess.run([sys.executable, 'tools/dataset_converters/prepare_fashion_mnist.py',
+                    '--out', out, '--train-per-class', '7', '--test-per-class', '3'],
+                   cwd=ROOT, check=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
+    for split, n in (('train', 7), ('test', 3)):
+        assert sorted(os.listdir(osp.join(out, split))) == list(CLASSES)
+        assert all(len(os.listdir(osp.join(out, split, c))) == n for c in CLASSES)
+    from mmpretrain.datasets import CustomDataset
+    dataset = CustomDataset(data_root=out, data_prefix='train',
+                            pipeline=[dict(type='LoadImageFromFile')])
+    assert len(dataset) == 70
+    labels = [dataset.get_data_info(i)['gt_label'] for i in range(len(dataset))]
+    assert np.bincount(labels).tolist() == [7] * 10
+    sample = dataset[0]
+    assert sample['img'].shape == (28, 28, 3)
+
+
+def test_shipped_subset_is_real_fashion_mnist(tmp_path):
+    data, source = load_fashion_mnist(str(tmp_path))  # an empty folder -> the shipped subset
+    assert 'shipped' in source
+    images, labels = data['train']
+    assert images.shape == (4000, 28, 28) and np.bincount(labels).tolist() == [400] * 10
+    if osp.exists('/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz'):
+        full, _ = load_fashion_mnist()
+        # the subset is the first 400 of each class, in order
+        first = np.concatenate([np.where(full['train'][1] == c)[0][:400] for c in range(10)])
+        assert np.array_equal(full['train'][0][np.sort(first)], images)
+
+
+def test_knn_hook_logs_during_pretraining(tmp_path):
+    from helpers import shrink_pretrain_cfg
+    images = write_images(str(tmp_path / 'img'), num=6, size=28, with_classes=True)
+    path = osp.join(ROOT, 'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
+    raw = Config.fromfile(path)
+    hook = raw.custom_hooks[0]
+    cfg = shrink_pretrain_cfg(raw, images, str(tmp_path / 'work'), img=28)
+    for key in ('bank_dataloader', 'query_dataloader'):
+        hook[key].dataset.update(data_root=images, data_prefix='')
+        hook[key].update(num_workers=0, batch_size=4)
+    hook.update(interval=1, before_train=True)
+    cfg.custom_hooks = [hook]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    [knn] = [h for h in runner.hooks if type(h).__name__ == 'KNNEvaluationHook']
+    assert [epoch for epoch, _ in knn.history] == [0, 1]
+    for _, results in knn.history:
+        assert set(results) == {'cls', 'patch_mean'}
+        assert all(0 <= v <= 100 for v in results.values())
+    assert 'knn/cls_top1' in runner.message_hub.log_scalars

@@ -1,0 +1,196 @@
+"""What RePre costs on top of its framework: step time, peak memory and FLOPs, side by side.
+
+    python tools/benchmarks/overhead.py                    # ViT-S/16 MoCo v3 pair, CPU, batch 8
+    python tools/benchmarks/overhead.py --device cuda --amp --batch 128
+    python tools/benchmarks/overhead.py --quick            # tiny ViT, 2 iterations (tests)
+
+Three models are built from the configs: RePre (A), the base framework (B, mmpretrain's own
+class) and RePre with the reconstruction off (``rec_head.loss_weight=0``: our wrapper alone).
+After a warm-up, training steps (forward, backward, AdamW step) on one synthetic batch run
+interleaved A B C A B C ..., so that drift of a shared machine hits all three; medians are
+compared. Peak memory of a step: on GPU ``torch.cuda.max_memory_allocated``; on CPU the growth of
+the process's peak RSS over its size after building, measured in a fresh process per model.
+Prints one JSON line.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+import repre_mm  # noqa: E402,F401,I001
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.logging import MessageHub  # noqa: E402
+from mmengine.model import revert_sync_batchnorm  # noqa: E402
+
+from mmpretrain.registry import MODELS  # noqa: E402
+from repre_mm.utils.flops import count_flops  # noqa: E402
+from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
+
+DEFAULT_CONFIGS = [
+    'configs/repre/repre_mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py',
+    'configs/baselines/mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py',
+]
+QUICK_CONFIGS = [
+    'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
+    'configs/baselines/mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
+]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--configs', nargs=2, metavar=('REPRE', 'BASE'))
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--amp', action='store_true',
+                        help='autocast: fp16 (GradScaler) on GPU, bf16 on CPU')
+    parser.add_argument('--amp-dtype', choices=['float16', 'bfloat16'], default=None)
+    parser.add_argument('--batch', type=int, default=8)
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--iters', type=int, default=10)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--threads', type=int, default=None, help='torch threads (CPU)')
+    parser.add_argument('--quick', action='store_true', help='tiny ViT, 2 iterations')
+    parser.add_argument('--memory-probe', choices=['repre', 'base', 'off'],
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.configs = args.configs or QUICK_CONFIGS
+        args.iters, args.warmup, args.img_size, args.batch = 2, 1, 28, 4
+    args.configs = args.configs or DEFAULT_CONFIGS
+    if args.amp and args.amp_dtype is None:
+        args.amp_dtype = 'float16' if args.device.startswith('cuda') else 'bfloat16'
+    return args
+
+
+def build(args, which):
+    """'repre', 'base' or 'off' (RePre with the reconstruction branch off)."""
+    cfg = Config.fromfile(osp.join(ROOT, args.configs[0 if which != 'base' else 1]))
+    model_cfg = cfg.model
+    if which == 'off':
+        model_cfg.rec_head.loss_weight = 0.0
+    backbone = model_cfg.framework.backbone if which != 'base' else model_cfg.backbone
+    backbone.img_size = args.img_size
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(MODELS.build(model_cfg))  # one process: plain BN
+    model.init_weights()
+    return model.to(args.device).train()
+
+
+def make_step(args, model):
+    device = torch.device(args.device)
+    g = torch.Generator().manual_seed(0)
+    views = [torch.randn(args.batch, 3, args.img_size, args.img_size, generator=g).to(device)
+             for _ in range(2)]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    dtype = getattr(torch, args.amp_dtype) if args.amp else None
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp and dtype == torch.float16)
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=args.amp):
+            losses = model.loss(views, None)
+        loss = sum(v for k, v in losses.items() if 'loss' in k)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
+
+
+def _sync(device):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def _rss_bytes():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def memory_probe(args):
+    """Run in a fresh process: peak RSS growth of warm-up + timed steps over the built model."""
+    model = build(args, args.memory_probe)
+    step = make_step(args, model)
+    before = _rss_bytes()
+    for _ in range(args.warmup + 1):
+        step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(dict(peak_delta=peak - before)))
+
+
+def cpu_peak_memory(args, which):
+    cmd = [sys.executable, __file__, '--memory-probe', which, '--configs', *args.configs,
+           '--device', args.device, '--batch', str(args.batch), '--img-size', str(args.img_size),
+           '--warmup', str(args.warmup)] + (['--amp'] if args.amp else [])
+    if args.threads:
+        cmd += ['--threads', str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    return json.loads(out.stdout.strip().splitlines()[-1])['peak_delta']
+
+
+def main():
+    args = parse_args()
+    quiet_mmengine()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    MessageHub.get_current_instance().update_info('max_iters', 1000)  # for MoCo's CosineEMA
+    if args.memory_probe:
+        return memory_probe(args)
+
+    names = ('repre', 'base', 'off')
+    models = {name: build(args, name) for name in names}
+    steps = {name: make_step(args, models[name]) for name in names}
+    times = {name: [] for name in names}
+    gpu_peak = {}
+    for i in range(args.warmup + args.iters):
+        for name in names:
+            if args.device.startswith('cuda'):
+                torch.cuda.reset_peak_memory_stats()
+            _sync(args.device)
+            start = time.perf_counter()
+            steps[name]()
+            _sync(args.device)
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+            if args.device.startswith('cuda'):
+                gpu_peak[name] = max(gpu_peak.get(name, 0), torch.cuda.max_memory_allocated())
+    medians = {name: statistics.median(t) for name, t in times.items()}
+
+    if args.device.startswith('cuda'):
+        peak = gpu_peak
+    else:
+        peak = {name: cpu_peak_memory(args, name) for name in ('repre', 'base')}
+    repre = models['repre'].cpu().eval()
+    image = torch.randn(1, 3, args.img_size, args.img_size)
+    with torch.no_grad(), repre.tap.record() as calls:
+        repre.backbone(image)
+    encoder_flops = count_flops(repre.backbone, image)
+    decoder_flops = count_flops(repre.decoder, calls[0].levels)
+
+    print(json.dumps(dict(
+        time_ratio=round(medians['repre'] / medians['base'], 4),
+        memory_ratio=round(peak['repre'] / peak['base'], 4),
+        decoder_flops_ratio=round(decoder_flops / encoder_flops, 4),
+        wrapper_off_time_ratio=round(medians['off'] / medians['base'], 4),
+        median_step_s=dict((k, round(v, 4)) for k, v in medians.items()),
+        peak_memory_mb=dict((k, round(v / 2**20, 1)) for k, v in peak.items()),
+        encoder_gflops_per_view=round(encoder_flops / 1e9, 3),
+        decoder_gflops_per_view=round(decoder_flops / 1e9, 3),
+        device=torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu',
+        threads=torch.get_num_threads(),
+        dtype=args.amp_dtype if args.amp else 'float32', batch=args.batch,
+        img_size=args.img_size, iters=args.iters, warmup=args.warmup,
+        configs=[osp.basename(c) for c in args.configs], torch=torch.__version__)))
+
+
+if __name__ == '__main__':
+    main()
