@@ -55,7 +55,7 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='tiny run for tests (< 3 min)')
     parser.add_argument('--seeds', type=int, default=2)
-    parser.add_argument('--epochs', type=int, default=4)
+    parser.add_argument('--epochs', type=int, default=3)
     parser.add_argument('--train-per-class', type=int, default=600,
                         help='pre-training images (and k-NN bank) per class')
     parser.add_argument('--test-per-class', type=int, default=200)
