@@ -204,12 +204,50 @@ def patch_checkpoint_safe_load() -> bool:
     return True
 
 
+# --- 6. mmengine: checkpoint files written in place -------------------------------------------------
+def _atomic_write(data, filepath, mode):
+    import os
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(filepath))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(filepath) + '.')
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def patch_atomic_local_writes() -> bool:
+    """mmengine's ``LocalBackend.put`` / ``put_text`` (behind ``save_checkpoint`` and the
+    ``last_checkpoint`` pointer) open the destination and write into it: a run killed or a disk
+    filled mid-save leaves a truncated ``epoch_N.pth`` under its final name, which
+    ``--resume PATH`` or any later load then fails on, and a previous file of that name is already
+    gone. Write a temporary sibling, fsync it, and rename it over the destination: a file under
+    its final name is always complete."""
+    from mmengine.fileio.backends.local_backend import LocalBackend
+    if 'atomic_put' in _APPLIED:
+        return False
+    ORIGINALS['LocalBackend.put'] = LocalBackend.put
+    LocalBackend.put = lambda self, obj, filepath: _atomic_write(obj, str(filepath), 'wb')
+    LocalBackend.put_text = lambda self, obj, filepath, encoding='utf-8': _atomic_write(
+        obj.encode(encoding), str(filepath), 'wb')
+    _APPLIED.add('atomic_put')
+    return True
+
+
 def apply_all() -> None:
     patch_torchvision_ops_schemas()
     patch_cpu_distributed_init()
     patch_mmcv_adjust_hue()
     patch_collate_fn_scope()
     patch_checkpoint_safe_load()
+    patch_atomic_local_writes()
 
 
 apply_all()

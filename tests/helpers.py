@@ -36,6 +36,33 @@ def tiny_mocov3(**vit_kwargs):
                                std=[64.] * 3, to_rgb=True))
 
 
+def tiny_simclr():
+    return dict(type='SimCLR', backbone=tiny_vit(), neck=_mlp(DIMS, 32, 2),
+                head=dict(type='ContrastiveHead', loss=dict(type='CrossEntropyLoss'),
+                          temperature=0.1),
+                data_preprocessor=tiny_mocov3()['data_preprocessor'])
+
+
+def tiny_byol():
+    return dict(type='BYOL', base_momentum=0.01, backbone=tiny_vit(), neck=_mlp(DIMS, 32, 2),
+                head=dict(type='LatentPredictHead', predictor=_mlp(32, 32, 2),
+                          loss=dict(type='CosineSimilarityLoss')),
+                data_preprocessor=tiny_mocov3()['data_preprocessor'])
+
+
+K_DINO = 16
+
+
+def tiny_dino():
+    return dict(
+        type='DINO', base_momentum=0.004,
+        backbone=tiny_vit(type='VisionTransformer', img_size=32),
+        neck=dict(type='DINOProjector', in_channels=DIMS, out_channels=K_DINO,
+                  hidden_channels=32, bottleneck_channels=8),
+        head=dict(type='DINODistillationHead', out_channels=K_DINO),
+        data_preprocessor=tiny_mocov3()['data_preprocessor'])
+
+
 def tiny_repre(levels=(1, 3), loss_weight=1.0, framework=None, **kwargs):
     return dict(type='RePre', framework=framework or tiny_mocov3(), levels=levels,
                 rec_head=dict(type='RePreReconstructionHead', loss_weight=loss_weight), **kwargs)
@@ -80,17 +107,27 @@ def shrink_pretrain_cfg(cfg, data_root, work_dir, img=32, dims=32):
     index of the recipe stays valid), 32x32 crops, batch 2, synthetic images."""
     from repre_mm.utils.launch import adapt_to_machine, set_dataloader_defaults
     framework = cfg.model.framework if cfg.model.type == 'RePre' else cfg.model
-    framework.backbone.arch = dict(embed_dims=dims, num_layers=12, num_heads=2,
-                                   feedforward_channels=2 * dims)
-    framework.backbone.img_size = img
-    framework.neck.in_channels = dims
+    backbone = framework.backbone
+    if backbone.type == 'SwinTransformer':
+        backbone.arch = dict(embed_dims=dims // 2, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1])
+        backbone.pad_small_map = True  # 32x32 crops give stage maps smaller than the window
+        framework.neck.in_channels = dims // 2 * 8
+    else:
+        backbone.arch = dict(embed_dims=dims, num_layers=12, num_heads=2,
+                             feedforward_channels=2 * dims)
+        framework.neck.in_channels = dims
+    backbone.img_size = img
     for mlp in (framework.neck, framework.head.get('predictor', {})):
         if 'hid_channels' in mlp:
             mlp.hid_channels = 2 * dims
+    if framework.neck.type == 'DINOProjector':
+        framework.neck.update(hidden_channels=2 * dims, bottleneck_channels=16, out_channels=64)
+        framework.head.out_channels = 64
 
     def small_crop(t):
         if t.get('type') in ('RandomResizedCrop', 'RandomCrop'):
-            t['scale' if 'scale' in t else 'crop_size'] = img
+            key = 'scale' if 'scale' in t else 'crop_size'
+            t[key] = img // 2 if t[key] == 96 else img  # DINO's 96-pixel local crops stay smaller
 
     _walk(cfg.train_dataloader.dataset.pipeline, small_crop)
     cfg.train_dataloader.dataset = dict(

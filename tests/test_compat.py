@@ -111,3 +111,45 @@ def test_unknown_pickled_objects_are_still_refused():
     torch.save({'x': io.StringIO}, buf)
     with pytest.raises(Exception, match='Unsupported global'):
         torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    from mmengine.fileio import put
+    path = str(tmp_path / 'sub' / 'epoch_1.pth')
+    put(b'complete checkpoint', path)
+    assert open(path, 'rb').read() == b'complete checkpoint'
+
+    # a crash mid-save (here: fsync fails) leaves the previous file whole and no temporary file
+    def crash(fd):
+        raise OSError('disk full')
+
+    monkeypatch.setattr(os, 'fsync', crash)
+    with pytest.raises(OSError, match='disk full'):
+        put(b'new checkpoint, never completed', path)
+    assert open(path, 'rb').read() == b'complete checkpoint'
+    assert os.listdir(tmp_path / 'sub') == ['epoch_1.pth']
+    # mmengine's own put writes in place: the same crash truncates the destination
+    import builtins
+    real_open = builtins.open
+
+    class Truncating:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(data[:3])
+            raise OSError('disk full')
+
+    monkeypatch.setattr(builtins, 'open', lambda p, m='r', *a, **k: Truncating(real_open(p, m))
+                        if 'w' in m else real_open(p, m, *a, **k))
+    from mmengine.fileio.backends.local_backend import LocalBackend
+    with pytest.raises(OSError):
+        compat.ORIGINALS['LocalBackend.put'](LocalBackend(), b'abcdef', path)
+    monkeypatch.setattr(builtins, 'open', real_open)
+    assert open(path, 'rb').read() == b'abc'

@@ -20,6 +20,10 @@ def test_there_are_pretrain_configs():
     assert 'repre_mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py' in names
     assert 'repre_mocov3_vit-base-p16_16xb256-amp-coslr-300e_in1k.py' in names
     assert len([n for n in names if 'levels' in n or 'lambda' in n or 'loss-l2' in n]) == 6
+    for framework in ('simclr_vit-small', 'byol_vit-small', 'mocov3_swin-tiny',
+                      'dino_vit-small-p16_16xb64-amp-coslr-100e',
+                      'dino_vit-small-p16_16xb64-amp-coslr-300e'):
+        assert len([n for n in names if framework in n]) == 2  # RePre and its baseline
 
 
 @pytest.mark.parametrize('path', PRETRAIN, ids=lambda p: osp.relpath(p, ROOT))
@@ -28,7 +32,7 @@ def test_config_builds_full_size(path):
     model = MODELS.build(cfg.model)
     if cfg.model.type == 'RePre':
         # one diff apart: the RePre config's framework is its baseline's model
-        assert cfg.model.framework.type == 'MoCoV3'
+        assert cfg.model.framework.type in ('MoCoV3', 'SimCLR', 'BYOL', 'DINO')
         assert 'decoder' in dict(model.named_children())
     params = sum(p.numel() for p in model.backbone.parameters())
     assert params > 1e5

@@ -100,7 +100,7 @@ def test_knn_hook_logs_during_pretraining(tmp_path):
     images = write_images(str(tmp_path / 'img'), num=6, size=28, with_classes=True)
     path = osp.join(ROOT, 'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
     raw = Config.fromfile(path)
-    hook = raw.custom_hooks[0]
+    [hook] = [h for h in raw.custom_hooks if h.type == 'KNNEvaluationHook']
     cfg = shrink_pretrain_cfg(raw, images, str(tmp_path / 'work'), img=28)
     for key in ('bank_dataloader', 'query_dataloader'):
         hook[key].dataset.update(data_root=images, data_prefix='')

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from mmpretrain.registry import MODELS
-from helpers import tiny_mocov3, tiny_repre, views
+from helpers import tiny_byol, tiny_dino, tiny_mocov3, tiny_repre, tiny_simclr, views
 
 
 def build(cfg, seed=0):
@@ -45,9 +45,10 @@ def test_weight_zero_reproduces_mmpretrain_mocov3_loss_exactly():
         assert n1 == n2 and torch.equal(p1, p2)
 
 
-def test_reconstruction_branch_leaves_the_framework_loss_unchanged():
-    base = build(tiny_mocov3())
-    repre = build(tiny_repre(loss_weight=1.0))
+@pytest.mark.parametrize('framework', [tiny_mocov3, tiny_simclr, tiny_byol, tiny_dino])
+def test_reconstruction_branch_leaves_the_framework_loss_unchanged(framework):
+    base = build(framework())
+    repre = build(tiny_repre(loss_weight=1.0, framework=framework()))
     repre.load_state_dict(base.state_dict(), strict=False)
     inputs = views()
     torch.manual_seed(1)
@@ -170,3 +171,15 @@ def test_forward_tensor_mode_is_the_frameworks():
     x = torch.randn(2, 3, 32, 32)
     feats = repre(x, mode='tensor')
     assert torch.equal(feats[0], repre.backbone(x)[0])
+
+
+def test_simclr_stacks_both_views_in_one_call_and_each_is_reconstructed():
+    repre = build(tiny_repre(framework=tiny_simclr()))
+    targets = []
+    original = repre.rec_head.loss
+    repre.rec_head.loss = lambda pred, images: targets.append(images) or original(pred, images)
+    inputs = views(batch=3)
+    repre.loss(inputs, None)
+    [target] = targets  # one backbone call with 2B images
+    assert target.shape == (6, 3, 32, 32)
+    assert torch.equal(target[0], inputs[0][0]) and torch.equal(target[1], inputs[1][0])

@@ -91,3 +91,15 @@ def test_dist_train_two_cpu_processes(images, tmp_path):
     # 16 images over 2 ranks x batch 2 -> 4 iterations, checkpoint written once (rank 0)
     assert sorted(f for f in os.listdir(work) if f.endswith('.pth')) == ['epoch_1.pth']
     assert len(_scalars(work)) == 4
+
+
+def test_amp_on_cpu_trains_with_bf16_autocast(images, tmp_path):
+    work = str(tmp_path / 'work')
+    out = subprocess.run([sys.executable, 'tools/train.py', TINY, '--work-dir', work, '--amp'] +
+                         _options(images, epochs=1), cwd=ROOT, env=_env(), timeout=300,
+                         capture_output=True, text=True)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert "type='BF16AutocastOptimWrapper'" in log  # the dumped config
+    records = _scalars(work)
+    assert len(records) == 4 and all(0 < r['loss_rec'] < 10 for r in records)

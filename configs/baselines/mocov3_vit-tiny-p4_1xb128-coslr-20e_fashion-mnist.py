@@ -42,6 +42,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
 custom_hooks = [
+    dict(type='NonFiniteLossHook'),
     dict(type='KNNEvaluationHook', interval=5,
          bank_dataloader={{_base_.knn_bank_dataloader}},
          query_dataloader={{_base_.knn_query_dataloader}}),

@@ -182,6 +182,7 @@ def main():
         decoder_flops_ratio=round(decoder_flops / encoder_flops, 4),
         wrapper_off_time_ratio=round(medians['off'] / medians['base'], 4),
         median_step_s=dict((k, round(v, 4)) for k, v in medians.items()),
+        images_per_s=dict((k, round(args.batch / v, 1)) for k, v in medians.items()),
         peak_memory_mb=dict((k, round(v / 2**20, 1)) for k, v in peak.items()),
         encoder_gflops_per_view=round(encoder_flops / 1e9, 3),
         decoder_gflops_per_view=round(decoder_flops / 1e9, 3),

@@ -39,15 +39,17 @@ from repre_mm.evaluation import (features_from_dataloader, knn_accuracy,  # noqa
 from repre_mm.utils.checkpoint import load_strict, load_weights  # noqa: E402
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
 
-BASELINE = 'configs/baselines/mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py'
-REPRE = 'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py'
-# method -> (config, extra --cfg-options)
-METHODS = {
-    'mocov3': (BASELINE, []),
-    'repre': (REPRE, []),
-    'repre_last_level': (REPRE, ['model.levels=(5,)']),
-    'reconstruction_only': (REPRE, ['model.framework.head.loss.loss_weight=0.0']),
-}
+FRAMEWORKS = dict(
+    mocov3=dict(
+        baseline='configs/baselines/mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
+        repre='configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
+        contrastive_off={'model.framework.head.loss.loss_weight': 0.0}),
+    dino=dict(
+        baseline='configs/baselines/dino_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
+        repre='configs/repre/repre_dino_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
+        contrastive_off={'model.framework.head.loss_weight': 0.0}),
+)
+METHODS = ('baseline', 'repre', 'repre_last_level', 'reconstruction_only')
 PROGRESS = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/(\d+)\].*?eta: ([\d:]+(?: day,)?)')
 
 
@@ -60,7 +62,8 @@ def parse_args():
                         help='pre-training images (and k-NN bank) per class')
     parser.add_argument('--test-per-class', type=int, default=200)
     parser.add_argument('--batch-size', type=int, default=128)
-    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
+    parser.add_argument('--framework', default='mocov3', choices=list(FRAMEWORKS))
+    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=METHODS)
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (1 thread each)')
     parser.add_argument('--source', default='/usr/share/datasets/fashion-mnist',
                         help='Fashion-MNIST idx files (else the shipped subset is used)')
@@ -69,7 +72,7 @@ def parse_args():
     if args.quick:
         args.seeds, args.epochs, args.batch_size = 1, 2, 32
         args.train_per_class, args.test_per_class = 24, 10
-        args.methods = ['mocov3', 'repre']
+        args.methods = ['baseline', 'repre']
     return args
 
 
@@ -84,20 +87,35 @@ def prepare_data(args) -> str:
     return root
 
 
-def cfg_options(args, data_root, seed):
-    loader = 'train_dataloader'
-    return [
-        f'{loader}.dataset.data_root={data_root}', f'{loader}.batch_size={args.batch_size}',
-        f'{loader}.num_workers=0', f'train_cfg.max_epochs={args.epochs}',
-        f'randomness.seed={seed}', 'custom_hooks=[]',
-        f'default_hooks.logger.interval={1 if args.quick else 10}',
-        f'default_hooks.checkpoint.interval={args.epochs}',
-        # warm-up proportional to the run: 10% of the epochs, at least part of one
-        f'param_scheduler.0.end={max(args.epochs / 10, 0.5)}',
-        f'param_scheduler.1.begin={max(args.epochs / 10, 0.5)}',
-        f'param_scheduler.1.T_max={args.epochs - max(args.epochs / 10, 0.5)}',
-        f'param_scheduler.1.end={args.epochs}'
-    ]
+def write_run_config(args, method, seed, data_root) -> str:
+    """The shipped config of ``method`` with this benchmark's data, length and seed, written
+    under <out>/configs/ (k-NN is evaluated here after training, so the hook is dropped)."""
+    spec = FRAMEWORKS[args.framework]
+    cfg = Config.fromfile(osp.join(ROOT, spec['baseline' if method == 'baseline' else 'repre']))
+    if method == 'repre_last_level':
+        cfg.model.levels = (max(cfg.model.levels), )
+    if method == 'reconstruction_only':
+        cfg.merge_from_dict(spec['contrastive_off'])
+    cfg.train_dataloader.dataset.data_root = data_root
+    cfg.train_dataloader.update(batch_size=args.batch_size, num_workers=0,
+                                persistent_workers=False)
+    cfg.train_cfg.max_epochs = args.epochs
+    cfg.randomness = dict(seed=seed)
+    cfg.custom_hooks = [h for h in cfg.custom_hooks if h.type != 'KNNEvaluationHook']
+    cfg.default_hooks.logger.interval = 1 if args.quick else 10
+    cfg.default_hooks.checkpoint.interval = args.epochs
+    warmup = max(args.epochs / 10, 0.5)  # 10% of the run, at least half an epoch
+    for scheduler in cfg.param_scheduler:
+        if scheduler.type == 'LinearLR':
+            scheduler.end = warmup
+        elif scheduler.type == 'CosineAnnealingLR':
+            scheduler.update(begin=warmup, T_max=args.epochs - warmup, end=args.epochs)
+        else:
+            scheduler.update(T_max=args.epochs, end=args.epochs)
+    path = osp.join(args.out, 'configs', f'{method}_seed{seed}.py')
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    cfg.dump(path)
+    return path
 
 
 def train_all(args, data_root):
@@ -110,12 +128,11 @@ def train_all(args, data_root):
     while queue or running:
         while queue and len(running) < args.jobs:
             method, seed = queue.pop(0)
-            config, extra = METHODS[method]
+            config = write_run_config(args, method, seed, data_root)
             work_dir = osp.join(args.out, f'{method}_seed{seed}')
             log = open(osp.join(args.out, f'{method}_seed{seed}.log'), 'w')
-            cmd = [sys.executable, osp.join(ROOT, 'tools/train.py'), osp.join(ROOT, config),
-                   '--work-dir', work_dir, '--cfg-options'] + cfg_options(args, data_root,
-                                                                        seed) + extra
+            cmd = [sys.executable, osp.join(ROOT, 'tools/train.py'), config, '--work-dir',
+                   work_dir]
             running[(method, seed)] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                                         env=env), time.time(), log)
             print(f'[train] started {method} seed {seed}')
@@ -236,9 +253,9 @@ def summarize(args, results, references):
         by_method.setdefault(r['method'], []).append(r)
     metrics = ('knn_cls', 'knn_patch_mean', 'linear_cls')
     paired = {}
-    base = {r['seed']: r for r in by_method.get('mocov3', [])}
+    base = {r['seed']: r for r in by_method.get('baseline', [])}
     for method, runs in by_method.items():
-        if method == 'mocov3' or not base:
+        if method == 'baseline' or not base:
             continue
         paired[method] = {}
         for m in metrics:
@@ -247,7 +264,8 @@ def summarize(args, results, references):
                 per_seed=diffs, mean=statistics.mean(diffs),
                 std=statistics.stdev(diffs) if len(diffs) > 1 else None)
     lines = [
-        f'Fashion-MNIST, tiny ViT (d128, 6 blocks, patch 4), {args.epochs} epochs on '
+        f'{args.framework} on Fashion-MNIST, tiny ViT (d128, 6 blocks, patch 4), '
+        f'{args.epochs} epochs on '
         f'{args.train_per_class * 10} images, batch {args.batch_size}, {args.seeds} seed(s); '
         f'k-NN: k=20, T=0.07, bank = the pre-training images, queries = '
         f'{args.test_per_class * 10} test images.', '',
@@ -266,16 +284,17 @@ def summarize(args, results, references):
     lines.append(f'| untrained encoder | {fmt(references["untrained_knn_cls"])} | '
                  f'{fmt(references["untrained_knn_patch_mean"])} | - | - | - |')
     lines.append(f'| raw pixels | {references["raw_pixel_knn"]:.2f} | - | - | - | - |')
-    lines += ['', '| paired difference vs mocov3 (same seed) | k-NN CLS | k-NN mean patch | '
+    lines += ['', '| paired difference vs baseline (same seed) | k-NN CLS | k-NN mean patch | '
               'linear CLS |', '|---|---|---|---|']
     for method, diff in paired.items():
-        lines.append(f'| {method} - mocov3 | ' + ' | '.join(
+        lines.append(f'| {method} - baseline | ' + ' | '.join(
             f'{d["mean"]:+.2f}' + (f' ± {d["std"]:.2f}' if d['std'] is not None else '')
             for d in diff.values()) + ' |')
     return paired, '\n'.join(lines)
 
 
 def main():
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a log file at once
     args = parse_args()
     quiet_mmengine()
     init_default_scope('mmpretrain')  # dataloaders are built outside a Runner
@@ -289,7 +308,8 @@ def main():
     results, untrained_cls, untrained_patch = [], [], []
     loaders = None
     for seed in range(args.seeds):
-        model, cfg = build_model(osp.join(ROOT, BASELINE), seed=seed)
+        model, cfg = build_model(osp.join(ROOT, FRAMEWORKS[args.framework]['baseline']),
+                                 seed=seed)
         loaders = loaders or eval_loaders(cfg, data_root)
         untrained = evaluate(model, loaders)
         untrained_cls.append(untrained['knn_cls'])
@@ -299,10 +319,10 @@ def main():
     picture = None
     for (method, seed), wall in walls.items():
         work_dir = osp.join(args.out, f'{method}_seed{seed}')
-        config = osp.join(work_dir, osp.basename(METHODS[method][0]))
+        config = osp.join(args.out, 'configs', f'{method}_seed{seed}.py')
         model, _ = build_model(config, osp.join(work_dir, f'epoch_{args.epochs}.pth'))
         records = _train_records(work_dir)
-        loss_key = 'loss' if method == 'mocov3' else 'loss_rec'
+        loss_key = 'loss' if method == 'baseline' else 'loss_rec'
         iter_time = statistics.median(r['time'] for r in records)
         result = dict(method=method, seed=seed, **evaluate(model, loaders), wall_s=wall,
                       images_per_s=args.batch_size / iter_time, loss_key=loss_key,

@@ -1,0 +1,89 @@
+"""Failure handling: non-finite losses, strict checkpoint loading."""
+import math
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+from mmpretrain.registry import HOOKS, MODELS
+from repre_mm.utils.checkpoint import load_strict, load_weights
+from helpers import shrink_pretrain_cfg, tiny_repre, tiny_vit, write_images
+
+ROOT = osp.dirname(osp.dirname(__file__))
+TINY = osp.join(ROOT, 'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
+
+
+@HOOKS.register_module()
+class _InjectNaN(Hook):
+    """Test only: makes the reconstruction loss NaN at the given iterations."""
+    priority = 'HIGHEST'
+
+    def __init__(self, iters):
+        self.iters = iters
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        model.rec_head.loss_weight = math.nan if runner.iter in self.iters else 1.0
+
+
+def _runner(tmp_path, action, nan_iters, epochs=1):
+    images = write_images(str(tmp_path / 'img'), num=8, size=28)
+    cfg = shrink_pretrain_cfg(Config.fromfile(TINY), images, str(tmp_path / 'work'), img=28)
+    cfg.train_cfg.max_epochs = epochs  # 8 images, batch 2: 4 iterations an epoch
+    cfg.custom_hooks = [dict(type='NonFiniteLossHook', action=action),
+                        dict(type='_InjectNaN', iters=nan_iters)]
+    return Runner.from_cfg(cfg)
+
+
+def test_non_finite_loss_stops_before_the_update_naming_term_and_iteration(tmp_path):
+    runner = _runner(tmp_path, 'stop', nan_iters=[2])
+    with pytest.raises(FloatingPointError, match=r'non-finite loss_rec at iteration 3'):
+        runner.train()
+    assert runner.iter == 2  # two good steps, the third stopped
+    assert not osp.exists(osp.join(runner.work_dir, 'epoch_1.pth'))
+
+
+def test_non_finite_loss_skip_leaves_the_weights_unchanged_and_goes_on(tmp_path):
+    runner = _runner(tmp_path, 'skip', nan_iters=[1])
+    snapshots = {}
+
+    @HOOKS.register_module(force=True)
+    class _Snapshot(Hook):
+        priority = 'LOWEST'
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            snapshots[runner.iter] = {k: v.clone() for k, v in
+                                      runner.model.state_dict().items() if 'backbone' in k}
+
+    runner.register_hook(_Snapshot())
+    runner.train()
+    [guard] = [h for h in runner.hooks if type(h).__name__ == 'NonFiniteLossHook']
+    assert guard.skipped == 1 and runner.iter == 4
+    # the skipped step (iteration index 1) changed no weight; the good ones did
+    assert all(torch.equal(snapshots[1][k], snapshots[2][k]) for k in snapshots[1])
+    assert not all(torch.equal(snapshots[2][k], snapshots[3][k]) for k in snapshots[2])
+    for v in runner.model.state_dict().values():
+        assert torch.isfinite(v.float()).all()
+
+
+def test_loading_a_mismatched_backbone_is_an_error_listing_keys(tmp_path):
+    repre = MODELS.build(tiny_repre())
+    path = str(tmp_path / 'ckpt.pth')
+    torch.save({'state_dict': repre.state_dict()}, path)
+    state = load_weights(path)
+    load_strict(MODELS.build(tiny_vit()), state, prefix='backbone.')  # matches: no error
+    wider = MODELS.build(tiny_vit(depth=6))
+    with pytest.raises(KeyError, match=r'missing keys \[\'layers\.4\.'):
+        load_strict(wider, state, prefix='backbone.')
+    with pytest.raises(KeyError, match="no key starting with 'encoder.'"):
+        load_strict(wider, state, prefix='encoder.')
+
+
+def test_checkpoints_with_code_are_refused(tmp_path):
+    path = str(tmp_path / 'evil.pth')
+    torch.save({'state_dict': {'w': torch.zeros(1)}, 'extra': print}, path)
+    with pytest.raises(Exception, match='Unsupported global'):
+        load_weights(path)
