@@ -87,3 +87,36 @@ def test_checkpoints_with_code_are_refused(tmp_path):
     torch.save({'state_dict': {'w': torch.zeros(1)}, 'extra': print}, path)
     with pytest.raises(Exception, match='Unsupported global'):
         load_weights(path)
+
+
+OUR_ERRORS = ('out of range', 'shallow to deep', 'non-empty', 'one entry per x2 upsampling',
+              'not divisible by the encoder stride', 'power of two')
+
+
+@pytest.mark.parametrize('seed', range(30))
+def test_random_configs_run_or_fail_with_our_errors(seed):
+    """Random levels, widths, patch and input sizes: one step runs, or one of our messages."""
+    import random
+    from helpers import tiny_mocov3
+    rng = random.Random(seed)
+    patch = rng.choice([2, 4, 8, 16])
+    depth = rng.randint(2, 5)
+    levels = tuple(rng.sample(range(-depth - 1, depth + 1), rng.randint(1, 3)))
+    if rng.random() < 0.7:
+        levels = tuple(sorted(set(l % depth for l in levels)))  # mostly valid levels
+    points = int(math.log2(patch))
+    widths = None if rng.random() < 0.5 else [
+        rng.choice([8, 16]) for _ in range(points + rng.choice([0, 0, 1, -1]))]
+    size = [rng.choice([16, 24, 32, 36, 40]) for _ in range(2)]
+    framework = tiny_mocov3(img_size=32, patch_size=patch, depth=depth, dims=16)
+    cfg = tiny_repre(levels=levels, framework=framework,
+                     decoder=dict(type='MultiLevelFusionDecoder', widths=widths,
+                                  upsample=rng.choice(['pixel_shuffle', 'deconv', 'bilinear'])))
+    try:
+        model = MODELS.build(cfg)
+        views = [torch.randn(2, 3, *size), torch.randn(2, 3, *size)]
+        losses = model.loss(views, None)
+    except (ValueError, KeyError, TypeError) as error:
+        assert any(phrase in str(error) for phrase in OUR_ERRORS), repr(error)
+        return
+    assert torch.isfinite(losses['loss_rec']) and losses['loss_rec'] > 0

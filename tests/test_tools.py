@@ -103,3 +103,52 @@ def test_amp_on_cpu_trains_with_bf16_autocast(images, tmp_path):
     assert "type='BF16AutocastOptimWrapper'" in log  # the dumped config
     records = _scalars(work)
     assert len(records) == 4 and all(0 < r['loss_rec'] < 10 for r in records)
+
+
+def _exact_cfg(tmp_path, images, epochs):
+    """The tiny RePre config with this test's data, deterministic, logging every iteration."""
+    path = str(tmp_path / 'exact.py')
+    with open(path, 'w') as f:
+        f.write(f"""_base_ = {TINY!r}
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root={images!r}, data_prefix=''))
+train_cfg = dict(max_epochs={epochs})
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='RandomStateCheckpointHook')]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(max_keep_ckpts=-1))
+randomness = dict(seed=0, deterministic=True)
+""")
+    return path
+
+
+def _losses_by_iter(work_dir):
+    return {r['iter']: (r['loss'], r['loss_rec']) for r in _scalars(work_dir)}
+
+
+def test_resumed_run_reproduces_the_uninterrupted_losses(images, tmp_path):
+    epochs = 6  # 16 images, batch 4: 24 iterations
+    cfg = _exact_cfg(tmp_path, images, epochs)
+    reference = str(tmp_path / 'reference')
+    subprocess.run([sys.executable, 'tools/train.py', cfg, '--work-dir', reference], cwd=ROOT,
+                   env=_env(), check=True, timeout=300, capture_output=True)
+    expected = _losses_by_iter(reference)
+    assert sorted(expected) == list(range(1, 25))
+
+    work = str(tmp_path / 'work')
+    cmd = [sys.executable, 'tools/train.py', cfg, '--work-dir', work]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not osp.exists(osp.join(work, 'last_checkpoint')) and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-epoch: a checkpoint exists, the run goes on
+    proc.wait()
+    with open(osp.join(work, 'last_checkpoint')) as f:
+        latest = int(osp.basename(f.read().strip())[6:-4])
+    assert latest < epochs
+    subprocess.run(cmd + ['--resume'], cwd=ROOT, env=_env(), check=True, timeout=300,
+                   capture_output=True)
+    resumed = _losses_by_iter(work)
+    first = latest * 4 + 1
+    assert sorted(resumed) == list(range(first, 25))
+    for it in resumed:
+        assert resumed[it] == pytest.approx(expected[it], rel=1e-5, abs=1e-6), it

@@ -19,4 +19,4 @@ param_scheduler = [
 ]
 find_unused_parameters = True
 auto_scale_lr = dict(base_batch_size=4096)
-custom_hooks = [dict(type='NonFiniteLossHook')]
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='RandomStateCheckpointHook')]

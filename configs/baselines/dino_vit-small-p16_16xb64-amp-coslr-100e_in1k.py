@@ -44,6 +44,7 @@ custom_hooks = [
     dict(type='DINOTeacherTempHook', warmup_temp=0.04, temp=0.07, warmup_epochs=30,
          freeze_last_layer_epochs=1),
     dict(type='NonFiniteLossHook'),
+    dict(type='RandomStateCheckpointHook'),
 ]
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=3))
 find_unused_parameters = True  # the last layer gets no gradient in epoch 0

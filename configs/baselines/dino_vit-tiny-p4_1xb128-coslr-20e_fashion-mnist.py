@@ -45,6 +45,7 @@ custom_hooks = [
     dict(type='DINOTeacherTempHook', warmup_temp=0.04, temp=0.07, warmup_epochs=2,
          freeze_last_layer_epochs=1),
     dict(type='NonFiniteLossHook'),
+    dict(type='RandomStateCheckpointHook'),
     dict(type='KNNEvaluationHook', interval=5,
          bank_dataloader={{_base_.knn_bank_dataloader}},
          query_dataloader={{_base_.knn_query_dataloader}}),

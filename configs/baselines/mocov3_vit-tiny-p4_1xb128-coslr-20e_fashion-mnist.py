@@ -43,6 +43,7 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
 custom_hooks = [
     dict(type='NonFiniteLossHook'),
+    dict(type='RandomStateCheckpointHook'),
     dict(type='KNNEvaluationHook', interval=5,
          bank_dataloader={{_base_.knn_bank_dataloader}},
          query_dataloader={{_base_.knn_query_dataloader}}),
