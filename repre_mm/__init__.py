@@ -1,5 +1,5 @@
 """repre-mm: RePre for OpenMMLab. Importing it registers every class into mmpretrain's
 registries (and mmdet's / mmseg's where those are installed)."""
 from . import compat  # noqa: F401,I001  (first: patches must precede torchvision's import)
-from . import engine, evaluation, models  # noqa: F401
+from . import datasets, engine, evaluation, models  # noqa: F401
 from .version import __version__  # noqa: F401

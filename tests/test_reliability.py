@@ -120,3 +120,25 @@ def test_random_configs_run_or_fail_with_our_errors(seed):
         assert any(phrase in str(error) for phrase in OUR_ERRORS), repr(error)
         return
     assert torch.isfinite(losses['loss_rec']) and losses['loss_rec'] > 0
+
+
+def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path):
+    from mmpretrain.datasets import CustomDataset
+    folder = write_images(str(tmp_path / 'img'), num=3, size=16)
+    bad = osp.join(folder, '1.jpg')
+    with open(bad, 'wb') as f:
+        f.write(b'not a jpeg')
+
+    def dataset(skip):
+        return CustomDataset(data_root=folder, with_label=False, pipeline=[
+            dict(type='LoadImageOrSkip', skip_unreadable=skip), dict(type='PackInputs')])
+
+    strict = dataset(False)
+    index = [i for i in range(3) if strict.get_data_info(i)['img_path'] == bad][0]
+    with pytest.raises(OSError, match=r'cannot read image .*1\.jpg'):
+        strict[index]
+    lenient = dataset(True)
+    sample = lenient[index]  # another, readable image instead
+    assert sample['inputs'].shape == (3, 16, 16)
+    # at least this one skip (the dataset's random re-draw may hit the bad file again)
+    assert lenient.pipeline.transforms[0].skipped >= 1

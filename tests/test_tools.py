@@ -152,3 +152,13 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(images, tmp_path):
     assert sorted(resumed) == list(range(first, 25))
     for it in resumed:
         assert resumed[it] == pytest.approx(expected[it], rel=1e-5, abs=1e-6), it
+
+
+def test_missing_data_root_fails_before_training_with_the_fix(tmp_path):
+    out = subprocess.run([sys.executable, 'tools/train.py', TINY, '--work-dir',
+                          str(tmp_path / 'w'), '--cfg-options',
+                          f'train_dataloader.dataset.data_root={tmp_path}/nowhere'],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert 'train_dataloader.dataset.data_root' in out.stderr and 'does not exist' in out.stderr
+    assert '--cfg-options train_dataloader.dataset.data_root=/path/to/data' in out.stderr

@@ -9,7 +9,8 @@ from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from repre_mm.utils.launch import adapt_to_machine, default_work_dir, set_dataloader_defaults
+from repre_mm.utils.launch import (adapt_to_machine, check_data_paths, default_work_dir,
+                                   set_dataloader_defaults)
 
 
 def parse_args():
@@ -43,6 +44,7 @@ def main():
         cfg.merge_from_dict(args.cfg_options)
     set_dataloader_defaults(cfg)
     adapt_to_machine(cfg)
+    check_data_paths(cfg)
 
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out:

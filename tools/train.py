@@ -9,7 +9,8 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from repre_mm.utils.launch import adapt_to_machine, default_work_dir, set_dataloader_defaults
+from repre_mm.utils.launch import (adapt_to_machine, check_data_paths, default_work_dir,
+                                   set_dataloader_defaults)
 
 
 def parse_args():
@@ -84,6 +85,7 @@ def merge_args(cfg, args):
         cfg.merge_from_dict(args.cfg_options)
     set_dataloader_defaults(cfg, args.no_pin_memory, args.no_persistent_workers)
     adapt_to_machine(cfg)
+    check_data_paths(cfg)
     return cfg
 
 

@@ -4,6 +4,7 @@ The flags and their meaning follow mmpretrain's tools; the same tools also run m
 configs (downstream transfer), whose dataloaders keep their own collate functions.
 """
 import logging
+import os
 import os.path as osp
 from copy import deepcopy
 
@@ -53,6 +54,22 @@ def adapt_to_machine(cfg: Config) -> None:
         cfg.setdefault('env_cfg', ConfigDict()).setdefault('dist_cfg', ConfigDict())
         cfg.env_cfg.dist_cfg.backend = 'gloo'
         compat.cpu_model_wrapper_cfg(cfg)
+
+
+def check_data_paths(cfg: Config) -> None:
+    """Fail before anything is built when a dataloader's data_root is missing or empty, saying
+    which config key to change (mmpretrain would fail later, naming only the path)."""
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = (cfg.get(field) or {}).get('dataset', {})
+        root = dataset.get('data_root') if isinstance(dataset, dict) else None
+        if not root:
+            continue
+        problem = ('does not exist' if not osp.isdir(root) else
+                   'is empty' if not os.listdir(root) else None)
+        if problem:
+            raise FileNotFoundError(
+                f'{field}.dataset.data_root={root!r} {problem}. Put the dataset there or pass '
+                f'--cfg-options {field}.dataset.data_root=/path/to/data.')
 
 
 def default_work_dir(config_path: str) -> str:

@@ -15,7 +15,7 @@ local_view = [
     dict(type='RandomFlip', prob=0.5),
 ]
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageOrSkip'),
     dict(type='MultiView', num_views=[2, 4], transforms=[global_view, local_view]),
     dict(type='PackInputs'),
 ]

@@ -17,11 +17,11 @@ view_pipeline = [
     dict(type='RandomFlip', prob=0.5),
 ]
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageOrSkip'),  # names an unreadable file; skip_unreadable=True skips it
     dict(type='MultiView', num_views=2, transforms=[view_pipeline]),
     dict(type='PackInputs'),
 ]
-eval_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+eval_pipeline = [dict(type='LoadImageOrSkip'), dict(type='PackInputs')]
 
 train_dataloader = dict(
     batch_size=128,

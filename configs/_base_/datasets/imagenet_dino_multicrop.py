@@ -33,7 +33,7 @@ local_view = [local_crop, *color,
               dict(type='GaussianBlur', magnitude_range=(0.1, 2.0), magnitude_std='inf',
                    prob=0.5)]
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageOrSkip'),  # names an unreadable file; skip_unreadable=True skips it
     dict(type='MultiView', num_views=[1, 1, 10],
          transforms=[global_view1, global_view2, local_view]),
     dict(type='PackInputs'),
