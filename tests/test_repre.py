@@ -129,6 +129,12 @@ def test_input_not_divisible_by_patch_is_a_clear_error():
         repre.loss(views(size=36), None)
 
 
+def test_configured_image_size_not_divisible_by_patch_fails_at_build():
+    with pytest.raises(ValueError, match='input size 36x36 is not divisible by the encoder '
+                       'stride 8'):
+        MODELS.build(tiny_repre(framework=tiny_mocov3(img_size=36)))
+
+
 def test_unknown_framework_is_a_clear_error():
     cfg = tiny_repre()
     cfg['framework']['type'] = 'MoCoV9'

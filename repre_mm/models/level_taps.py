@@ -124,6 +124,9 @@ class ViTLevelTap(LevelTap):
         self.patch_size = patch[0]
         self.channels = [backbone.embed_dims] * len(self.levels)
         self.strides = [self.patch_size] * len(self.levels)
+        img_size = getattr(backbone.patch_embed, 'init_input_size', None)
+        if img_size is not None:  # the configured size, checked before any data is loaded
+            self.check_input(torch.empty(0, 3, *img_size))
 
     def level_modules(self):
         return [self.backbone.layers[i] for i in self.levels]
