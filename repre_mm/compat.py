@@ -14,6 +14,8 @@ import torch
 _APPLIED = set()
 # What each patch replaced, so that tests can show the failure it prevents.
 ORIGINALS = {}
+# torch.library.Library objects: a definition lives only as long as its Library object.
+_LIBRARIES = []
 
 
 # --- 1. torchvision: a CUDA wheel beside a CPU torch ----------------------------------------------
@@ -45,9 +47,8 @@ def patch_torchvision_ops_schemas() -> bool:
     lib = torch.library.Library('torchvision', 'DEF')  # noqa: TOR901
     lib.define('nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
     lib.define('qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
-    # The Library object must outlive this call, or the definitions are dropped.
+    _LIBRARIES.append(lib)
     _APPLIED.add('torchvision_schemas')
-    globals()['_torchvision_library'] = lib
     return True
 
 

@@ -7,7 +7,7 @@
 #   * torch 2.13.0 CPU wheel. A venv that already has a torch keeps it.
 #   * setuptools < 82: mmcv's setup.py and mmengine's `mmpretrain::` config scopes import
 #     pkg_resources, which setuptools 82 removed.
-#   * mmcv 2.1.0 WITH compiled ops, built from source once (10-35 min on 2 cores) and cached as a
+#   * mmcv 2.1.0 WITH compiled ops, built from source once (6-7 min on 2 idle cores) and cached as a
 #     wheel in $REPRE_MM_CACHE/wheels/<python>-torch<version>/, so later set-ups take minutes.
 #   * mmengine, mmpretrain, mmdet, mmsegmentation and what they import without declaring it.
 #   * torchvision 0.28.0 (mmpretrain imports it). PyPI only has a CUDA build; beside a CPU torch it
@@ -57,7 +57,7 @@ if ! "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'
     mkdir -p "$wheel_dir"
     wheel=$(ls "$wheel_dir"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n 1 || true)
     if [[ -z "$wheel" ]]; then
-        log "building mmcv $MMCV_VERSION with ops (once per python/torch; ~10-35 min on 2 cores)"
+        log "building mmcv $MMCV_VERSION with ops (once per python/torch; ~6-7 min on 2 idle cores)"
         build_dir=$(mktemp -d)
         # -g0 keeps the .so at a few MB and halves compile time; CFLAGS replaces Python's own
         # flags, so the optimisation flags must be repeated here.
