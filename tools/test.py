@@ -44,7 +44,7 @@ def main():
         cfg.merge_from_dict(args.cfg_options)
     set_dataloader_defaults(cfg)
     adapt_to_machine(cfg)
-    check_data_paths(cfg)
+    check_data_paths(cfg, fields=('test_dataloader', ))
 
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     if args.out:

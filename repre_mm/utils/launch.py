@@ -56,10 +56,11 @@ def adapt_to_machine(cfg: Config) -> None:
         compat.cpu_model_wrapper_cfg(cfg)
 
 
-def check_data_paths(cfg: Config) -> None:
-    """Fail before anything is built when a dataloader's data_root is missing or empty, saying
-    which config key to change (mmpretrain would fail later, naming only the path)."""
-    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+def check_data_paths(cfg: Config, fields=('train_dataloader', 'val_dataloader')) -> None:
+    """Fail before anything is built when the data_root of a dataloader the run will use is
+    missing or empty, saying which config key to change (the datasets would fail later, naming
+    only the path)."""
+    for field in fields:
         dataset = (cfg.get(field) or {}).get('dataset', {})
         root = dataset.get('data_root') if isinstance(dataset, dict) else None
         if not root:
