@@ -142,3 +142,45 @@ def shrink_pretrain_cfg(cfg, data_root, work_dir, img=32, dims=32):
     set_dataloader_defaults(cfg)
     adapt_to_machine(cfg)
     return cfg
+
+
+def tiny_coco(root, num=2):
+    """A COCO-format dataset: num 128x96 images, two objects each (box + polygon)."""
+    import json
+    import os
+    import cv2
+    import numpy as np
+    os.makedirs(os.path.join(root, 'img'))
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i in range(num):
+        cv2.imwrite(os.path.join(root, 'img', f'{i}.jpg'),
+                    rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
+        images.append(dict(id=i, file_name=f'{i}.jpg', width=128, height=96))
+        for j, (x, y) in enumerate(((10, 10), (60, 40))):
+            w = h = 30
+            annotations.append(dict(
+                id=10 * i + j, image_id=i, category_id=1 + j, iscrowd=0, area=w * h,
+                bbox=[x, y, w, h], segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]]))
+    ann = dict(images=images, annotations=annotations,
+               categories=[dict(id=1, name='person'), dict(id=2, name='bicycle')])
+    with open(os.path.join(root, 'ann.json'), 'w') as f:
+        json.dump(ann, f)
+    return root
+
+
+def tiny_ade20k(root, num=2, splits=('training', )):
+    """ADE20K's layout: images/<split>/*.jpg and annotations/<split>/*.png (labels 0-150)."""
+    import os
+    import cv2
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for split in splits:
+        for sub in (f'images/{split}', f'annotations/{split}'):
+            os.makedirs(os.path.join(root, sub))
+        for i in range(num):
+            cv2.imwrite(os.path.join(root, f'images/{split}', f'{i}.jpg'),
+                        rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
+            cv2.imwrite(os.path.join(root, f'annotations/{split}', f'{i}.png'),
+                        rng.integers(0, 151, (64, 96), dtype=np.uint8))
+    return root

@@ -3,14 +3,12 @@
 Tiny datasets in the real formats are generated here: a COCO json with boxes and polygons read
 by mmdet's CocoDataset, ADE20K-style image / label PNGs read by mmseg's ADE20KDataset.
 """
-import json
 import os
 import os.path as osp
 import subprocess
 import sys
 
-import cv2
-import numpy as np
+from helpers import tiny_ade20k, tiny_coco
 
 ROOT = osp.dirname(osp.dirname(__file__))
 
@@ -22,29 +20,8 @@ def _run(cfg_path, work_dir):
                           timeout=600)
 
 
-def _tiny_coco(root):
-    os.makedirs(osp.join(root, 'img'))
-    rng = np.random.default_rng(0)
-    images, annotations = [], []
-    for i in range(2):
-        cv2.imwrite(osp.join(root, 'img', f'{i}.jpg'),
-                    rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
-        images.append(dict(id=i, file_name=f'{i}.jpg', width=128, height=96))
-        for j, (x, y) in enumerate(((10, 10), (60, 40))):
-            w = h = 30
-            annotations.append(dict(
-                id=10 * i + j, image_id=i, category_id=1 + j, iscrowd=0, area=w * h,
-                bbox=[x, y, w, h],
-                segmentation=[[x, y, x + w, y, x + w, y + h, x, y + h]]))
-    ann = dict(images=images, annotations=annotations,
-               categories=[dict(id=1, name='person'), dict(id=2, name='bicycle')])
-    with open(osp.join(root, 'ann.json'), 'w') as f:
-        json.dump(ann, f)
-
-
 def test_train_tool_runs_an_mmdet_mask_rcnn_config(tmp_path):
-    root = str(tmp_path / 'coco')
-    _tiny_coco(root)
+    root = tiny_coco(str(tmp_path / 'coco'))
     cfg = str(tmp_path / 'mask_rcnn.py')
     with open(cfg, 'w') as f:
         f.write(f"""_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
@@ -67,15 +44,7 @@ default_hooks = dict(logger=dict(interval=1))
 
 
 def test_train_tool_runs_an_mmseg_upernet_config(tmp_path):
-    root = str(tmp_path / 'ade')
-    rng = np.random.default_rng(0)
-    for sub in ('images/training', 'annotations/training'):
-        os.makedirs(osp.join(root, sub))
-    for i in range(2):
-        cv2.imwrite(osp.join(root, 'images/training', f'{i}.jpg'),
-                    rng.integers(0, 255, (64, 96, 3), dtype=np.uint8))
-        cv2.imwrite(osp.join(root, 'annotations/training', f'{i}.png'),
-                    rng.integers(0, 151, (64, 96), dtype=np.uint8))
+    root = tiny_ade20k(str(tmp_path / 'ade'))
     cfg = str(tmp_path / 'upernet.py')
     with open(cfg, 'w') as f:
         f.write(f"""_base_ = 'mmseg::upernet/upernet_r18_4xb4-80k_ade20k-512x512.py'
