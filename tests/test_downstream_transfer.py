@@ -115,8 +115,7 @@ def test_mask_rcnn_with_repre_backbone_trains_and_tests(tmp_path, repre_checkpoi
     assert 'coco/bbox_mAP' in log and 'coco/segm_mAP' in log
 
 
-def test_upernet_with_repre_backbone_trains_and_tests(tmp_path, repre_checkpoint):
-    checkpoint, _ = repre_checkpoint
+def _tiny_upernet(tmp_path, checkpoint):
     root = tiny_ade20k(str(tmp_path / 'ade'), splits=('training', 'validation'))
     cfg = shrink(Config.fromfile([p for p in SEG if 'small' in p and 'ade20k' in p][0]),
                  checkpoint)
@@ -135,9 +134,29 @@ def test_upernet_with_repre_backbone_trains_and_tests(tmp_path, repre_checkpoint
     cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint.interval = 2
-    path = _write(cfg, str(tmp_path / 'seg.py'))
+    return _write(cfg, str(tmp_path / 'seg.py'))
+
+
+def test_upernet_with_repre_backbone_trains_and_tests(tmp_path, repre_checkpoint):
+    path = _tiny_upernet(tmp_path, repre_checkpoint[0])
     log = _tools(['tools/train.py', path, '--work-dir', str(tmp_path / 'work'), '--no-validate'])
     assert 'decode.loss_ce' in log and '(strict)' in log
     log = _tools(['tools/test.py', path, str(tmp_path / 'work' / 'iter_2.pth'),
                   '--work-dir', str(tmp_path / 'test')])
+    assert 'mIoU' in log
+
+
+def test_transfer_driver_exports_trains_and_tests(tmp_path, repre_checkpoint):
+    """tools/benchmarks/transfer.sh end to end: export, torchrun training, torchrun test."""
+    path = _tiny_upernet(tmp_path, '')
+    work = str(tmp_path / 'transfer')
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1', PYTHON=sys.executable,
+               CONFIG=path, WORK_DIR=work, PORT=str(29700 + os.getpid() % 200))
+    out = subprocess.run(['bash', 'tools/benchmarks/transfer.sh', 'ade20k-upernet-vit-s',
+                          repre_checkpoint[0], '1', '--no-validate'], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert 'wrote' in log and 'dropped: decoder' in log  # the export step said what it did
+    assert osp.exists(osp.join(work, 'backbone.pth')) and osp.exists(osp.join(work, 'iter_2.pth'))
     assert 'mIoU' in log

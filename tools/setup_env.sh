@@ -11,7 +11,7 @@
 #     wheel in $REPRE_MM_CACHE/wheels/<python>-torch<version>/, so later set-ups take minutes.
 #   * mmengine, mmpretrain, mmdet, mmsegmentation and what they import without declaring it.
 #   * torchvision 0.28.0 (mmpretrain imports it). PyPI only has a CUDA build; beside a CPU torch it
-#     imports only through the shim in repre_mm/compat.py.
+#     imports only through the shim in repre_mm/compat.py. timm (converter tests), --no-deps too.
 # A completed set-up leaves a stamp keyed by the requirement files: a second run does nothing.
 set -euo pipefail
 
@@ -21,6 +21,7 @@ VENV=${REPRE_MM_VENV:-$CACHE/venv}
 PYTHON_BIN=${PYTHON:-python3.11}
 TORCH_SPEC=${REPRE_MM_TORCH:-torch==2.13.0}
 TORCHVISION_SPEC=${REPRE_MM_TORCHVISION:-torchvision==0.28.0}
+TIMM_SPEC=timm==1.0.31
 MMCV_VERSION=2.1.0
 
 log() { printf '[setup_env %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -87,6 +88,9 @@ log "installing OpenMMLab packages"
 if ! "$PY" -c 'import importlib.util as u; assert u.find_spec("torchvision")' 2>/dev/null; then
     # --no-deps: its dependency on torch is already met, and pip must never resolve a CUDA torch.
     "${PIP[@]}" install -q --no-deps "$TORCHVISION_SPEC"
+fi
+if ! "$PY" -c 'import importlib.util as u; assert u.find_spec("timm")' 2>/dev/null; then
+    "${PIP[@]}" install -q --no-deps "$TIMM_SPEC"  # converter tests; --no-deps as torchvision
 fi
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$REPO"
 
