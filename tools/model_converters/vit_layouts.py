@@ -47,7 +47,8 @@ MMSEG_RULES = [
     (r'^(cls_token|pos_embed)$', r'\1'),
 ]
 MMPRETRAIN_RULES = [(r'^(.*)$', r'backbone.\1')]
-LAYOUTS = dict(timm=TIMM_RULES, mmseg=MMSEG_RULES, mmpretrain=MMPRETRAIN_RULES)
+BARE_RULES = [(r'^(.*)$', r'\1')]  # the backbone's own keys: extract_backbone.py
+LAYOUTS = dict(timm=TIMM_RULES, mmseg=MMSEG_RULES, mmpretrain=MMPRETRAIN_RULES, bare=BARE_RULES)
 
 
 def convert(state_dict, to, prefix='backbone.'):
@@ -73,21 +74,28 @@ def convert(state_dict, to, prefix='backbone.'):
     return out, dict(dropped)
 
 
+def convert_file(src: str, dst: str, to: str, prefix: str = 'backbone.') -> None:
+    """Load ``src`` (weights only), convert, write ``dst`` atomically, say what was dropped."""
+    out, dropped = convert(load_weights(src), to, prefix)
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    tmp = dst + '.tmp'
+    # timm loads a bare state dict; mmengine's loaders take either form
+    torch.save(out if to == 'timm' else dict(state_dict=out, meta=dict(source=osp.abspath(src))),
+               tmp)
+    os.replace(tmp, dst)  # never a truncated file under the final name
+    print(f'wrote {len(out)} tensors ({sum(v.numel() for v in out.values()) / 1e6:.2f} M values) '
+          f'in {to} layout -> {dst}')
+    print('dropped: ' + (', '.join(f'{name} ({n} tensors)' for name, n in sorted(
+        dropped.items())) or 'nothing'))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('src', help='pre-training checkpoint')
     parser.add_argument('dst', help='output file')
     parser.add_argument('--to', required=True, choices=sorted(LAYOUTS))
     args = parser.parse_args()
-    out, dropped = convert(load_weights(args.src), args.to)
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    tmp = args.dst + '.tmp'
-    # timm loads a bare state dict; mmengine's loaders take either form
-    torch.save(out if args.to == 'timm' else dict(state_dict=out), tmp)
-    os.replace(tmp, args.dst)
-    print(f'wrote {len(out)} tensors in {args.to} layout -> {args.dst}')
-    print('dropped: ' + (', '.join(f'{name} ({n} tensors)' for name, n in sorted(
-        dropped.items())) or 'nothing'))
+    convert_file(args.src, args.dst, args.to)
 
 
 if __name__ == '__main__':
