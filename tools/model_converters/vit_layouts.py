@@ -4,6 +4,8 @@
     python tools/model_converters/vit_layouts.py CKPT OUT --to mmseg       # mmseg VisionTransformer
     python tools/model_converters/vit_layouts.py CKPT OUT --to mmpretrain  # backbone.* (mmdet /
                                                       # mmseg configs here load it, prefix kept)
+    python tools/model_converters/vit_layouts.py CKPT OUT --to bare        # prefix stripped
+                                                      # (what extract_backbone.py writes)
 
 Input: an mmengine checkpoint of RePre or its baseline (``backbone.*`` is the online encoder, an
 mmpretrain VisionTransformer / MoCoV3ViT). Loading uses ``weights_only=True``. Every backbone key
