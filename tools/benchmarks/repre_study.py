@@ -32,8 +32,7 @@ def screening_score(results, method):
 
 def main():
     parser = ss.build_parser()
-    parser.set_defaults(epochs=12, train_per_class=200, test_per_class=200, batch_size=64,
-                        out='work_dirs/study')
+    parser.set_defaults(epochs=12, out='work_dirs/study')
     parser.add_argument('--confirm', type=int, default=2, help='variants confirmed on 3 seeds')
     parser.add_argument('--screen', nargs='+', default=SCREEN, choices=SCREEN)
     args = parser.parse_args()
@@ -46,8 +45,23 @@ def main():
     seeds = list(range(args.seeds))
 
     print(f'[study] phase 1: {MAIN} x {len(seeds)} seeds, {args.screen} x seed 0')
-    walls, extra = ss.plan_runs(args, MAIN, seeds, data)
-    walls.update(ss.train_all(args, [(m, 0, None) for m in args.screen], data))
+    equal = {}
+
+    def equal_compute_iters():
+        # once, when the first equal-compute run starts: every baseline / RePre run has finished
+        if not equal:
+            equal['iters'], equal['time_ratio'] = ss.equal_compute_iters(args, seeds)
+            print(f'[study] RePre / baseline time per iteration {equal["time_ratio"]:.3f}: the '
+                  f'equal-compute baseline trains {equal["iters"]} iterations')
+        return equal['iters']
+
+    # one queue, two runs at a time: the main runs, the screened variants, then the
+    # equal-compute baselines (timed against the finished main runs)
+    queue = [(m, s, None) for s in seeds for m in ('baseline', 'repre')]
+    queue += [(m, 0, None) for m in args.screen]
+    queue += [('baseline_equal_compute', s, equal_compute_iters) for s in seeds]
+    walls = ss.train_all(args, queue, data)
+    extra = dict(equal)
     base_cfg = osp.join(args.out, 'configs', 'baseline_seed0.py')
     results, references, picture = ss.evaluate_runs(args, data, walls, base_cfg)
 
@@ -55,11 +69,15 @@ def main():
     confirmed = sorted(scores, key=scores.get, reverse=True)[:args.confirm]
     print('[study] screening (dense mIoU + k-NN CLS, minus baseline, seed 0): ' + ', '.join(
         f'{m} {s:+.2f}' for m, s in sorted(scores.items(), key=lambda x: -x[1])))
-    print(f'[study] phase 2: {confirmed} on seeds {seeds[1:]}')
-    more = ss.train_all(args, [(m, s, None) for s in seeds[1:] for m in confirmed], data)
-    new_results, _, _ = ss.evaluate_runs(args, data, more, base_cfg)
-    results += new_results
+    finish(args, data, results, references, picture, extra, scores, [], t_start)
+    if confirmed:  # phase 2; a study stopped here keeps the phase-1 summary above
+        print(f'[study] phase 2: {confirmed} on seeds {seeds[1:]}')
+        more = ss.train_all(args, [(m, s, None) for s in seeds[1:] for m in confirmed], data)
+        results += ss.evaluate_runs(args, data, more, base_cfg)[0]
+        finish(args, data, results, references, picture, extra, scores, confirmed, t_start)
 
+
+def finish(args, data, results, references, picture, extra, scores, confirmed, t_start):
     summary = ss.write_summary(args, data, results, references, picture,
                                dict(equal_compute=extra, screening=scores,
                                     confirmed=confirmed), t_start)
@@ -67,7 +85,7 @@ def main():
     with open(osp.join(args.out, 'study.json'), 'w') as f:
         json.dump(dict(screening=scores, confirmed=confirmed, equal_compute=extra,
                        total_wall_s=summary['total_wall_s']), f, indent=2)
-    print(f'total {summary["total_wall_s"]:.0f} s; results {osp.join(args.out, "results.md")}')
+    print(f'[study] results {osp.join(args.out, "results.md")}')
 
 
 if __name__ == '__main__':

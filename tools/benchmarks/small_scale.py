@@ -25,7 +25,6 @@ import json
 import math
 import os
 import os.path as osp
-import re
 import statistics
 import subprocess
 import sys
@@ -79,19 +78,16 @@ METRICS = ('knn_cls', 'knn_patch_mean', 'linear_cls', 'dense_miou', 'dense_miou_
 METRIC_NAMES = dict(knn_cls='k-NN CLS', knn_patch_mean='k-NN mean patch', linear_cls='linear CLS',
                     dense_miou='dense mIoU (final)', dense_miou_mid='dense mIoU (mid block)',
                     dense_pixel_acc='dense pixel acc (final)')
-PROGRESS = re.compile(r'Epoch\(train\)\s+\[(\d+)\]\[\s*(\d+)/(\d+)\].*?eta: ([\d:]+(?: day,)?)'
-                      r'|Iter\(train\)\s+\[\s*(\d+)/(\d+)\].*?eta: ([\d:]+(?: day,)?)')
-
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='tiny run for tests (< 3 min)')
     parser.add_argument('--seeds', type=int, default=3)
-    parser.add_argument('--epochs', type=int, default=3)
-    parser.add_argument('--train-per-class', type=int, default=400,
+    parser.add_argument('--epochs', type=int, default=6)
+    parser.add_argument('--train-per-class', type=int, default=200,
                         help='pre-training images (and k-NN bank) per class')
     parser.add_argument('--test-per-class', type=int, default=200)
-    parser.add_argument('--batch-size', type=int, default=128)
+    parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--framework', default='mocov3', choices=list(FRAMEWORKS))
     parser.add_argument('--methods', nargs='+', choices=METHODS,
                         help='default: baseline, repre and (MoCo v3) baseline_equal_compute')
@@ -257,7 +253,8 @@ def checkpoint_of(work_dir):
 # --- training --------------------------------------------------------------------------------
 def train_all(args, runs, data):
     """Runs every (method, seed, iters) as tools/train.py, ``args.jobs`` at a time, one thread
-    each. A run whose checkpoint exists with the same config is reused. Returns
+    each; ``iters`` may be a function, called when the run starts (it can depend on runs that
+    finished before). A run whose checkpoint exists with the same config is reused. Returns
     {(method, seed): wall seconds (None when reused)}."""
     queue, running, done = list(runs), {}, {}
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1',
@@ -266,6 +263,7 @@ def train_all(args, runs, data):
     while queue or running:
         while queue and len(running) < args.jobs:
             method, seed, iters = queue.pop(0)
+            iters = iters() if callable(iters) else iters
             work_dir = osp.join(args.out, f'{method}_seed{seed}')
             config = osp.join(args.out, 'configs', f'{method}_seed{seed}.py')
             previous = open(config).read() if osp.exists(config) else None
@@ -278,9 +276,10 @@ def train_all(args, runs, data):
             cmd = [sys.executable, osp.join(ROOT, 'tools/train.py'), config, '--work-dir',
                    work_dir]
             running[(method, seed)] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                        env=env), time.time(), log)
+                                                        env=env), time.time(), log,
+                                       total_iterations(args, data, iters))
             print(f'[train] started {method} seed {seed}')
-        for key, (proc, t0, log) in list(running.items()):
+        for key, (proc, t0, log, _) in list(running.items()):
             if proc.poll() is not None:
                 log.close()
                 if proc.returncode != 0:
@@ -293,27 +292,38 @@ def train_all(args, runs, data):
             last_report = time.time()
             timed = [w for w in done.values() if w]
             print(f'[train] {time.time() - start:.0f} s elapsed; ' + '; '.join(
-                f'{m} seed {s}: {_progress(log.name)}' for (m, s), (_, _, log) in running.items())
+                f'{m} seed {s}: {_progress(osp.join(args.out, f"{m}_seed{s}"), total)}'
+                for (m, s), (_, _, _, total) in running.items())
                 + (f'; ETA {_eta(timed, running, queue, args.jobs):.0f} s' if timed else ''))
         time.sleep(1)
     return done
 
 
-def _progress(log_path):
-    with open(log_path) as f:
-        hits = PROGRESS.findall(f.read())
-    if not hits:
+def _progress(work_dir, total):
+    """'iteration i/total, eta' from the scalars mmengine logs to vis_data/scalars.json."""
+    try:
+        records = train_records(work_dir)
+    except (FileNotFoundError, ValueError):
+        records = []
+    if not records:
         return 'starting'
-    epoch, it, num, eta, iter_it, iter_num, iter_eta = hits[-1]
-    if iter_num:
-        return f'iter {iter_it}/{iter_num}, eta {iter_eta}'
-    return f'epoch {epoch} iter {it}/{num}, eta {eta}'
+    done = records[-1]['iter']
+    eta = statistics.median(r['time'] for r in records[-10:]) * max(total - done, 0)
+    return f'iteration {done}/{total}, eta {eta / 60:.1f} min'
+
+
+def total_iterations(args, data, iters):
+    """A run's iterations: ``iters``, or its epochs x full batches of the training set."""
+    if iters is not None:
+        return iters
+    num = data['info'].num_train if data['info'] else args.train_per_class * 10
+    return args.epochs * (num // args.batch_size)
 
 
 def _eta(timed, running, queue, jobs):
     per_run = statistics.mean(timed)
     left = len(queue) * per_run + sum(max(per_run - (time.time() - t0), 0)
-                                      for _, t0, _ in running.values())
+                                      for _, t0, _, _ in running.values())
     return left / jobs
 
 
@@ -421,7 +431,7 @@ def raw_pixel_knn(loaders, model):
     return knn_accuracy(bank, bank_y, query, query_y)
 
 
-def test_images(model, loader, num=None, one_per_class=False):
+def held_out_images(model, loader, num=None, one_per_class=False):
     """Normalised test images (and labels) through the model's preprocessor."""
     images, labels = [], []
     for batch in loader:
@@ -592,11 +602,11 @@ def evaluate_runs(args, data, walls, framework_cfg):
                       loss_last=statistics.mean(r[loss_key] for r in records[-3:]),
                       iterations=records[-1]['iter'], psnr=None)
         if not method.startswith('baseline'):
-            images = test_images(model, loaders[1], num=200)
+            images = held_out_images(model, loaders[1], num=200)
             result['psnr'] = reconstruction_psnr(model, images)
             if method == 'repre' and picture is None:
                 picture = osp.join(args.out, 'reconstructions.png')
-                save_reconstructions(model, test_images(model, loaders[1], num=10,
+                save_reconstructions(model, held_out_images(model, loaders[1], num=10,
                                                         one_per_class=True), picture)
         results.append(result)
         print(f'[eval] {method} seed {seed}: ' + ', '.join(
@@ -659,10 +669,10 @@ def main(argv=None):
     t_start = time.time()
     data = prepare_data(args)
     walls, extra = plan_runs(args, args.methods, list(range(args.seeds)), data)
+    # the untrained-encoder reference and the evaluation loaders come from the first method
     first = next(m for m in args.methods if m != 'baseline_equal_compute')
     results, references, picture = evaluate_runs(
-        args, data, walls, osp.join(args.out, 'configs', f'baseline_seed0.py')
-        if 'baseline' in args.methods else osp.join(args.out, 'configs', f'{first}_seed0.py'))
+        args, data, walls, osp.join(args.out, 'configs', f'{first}_seed0.py'))
     summary = write_summary(args, data, results, references, picture,
                             dict(equal_compute=extra), t_start)
     print(headline(summary))
