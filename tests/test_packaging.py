@@ -150,3 +150,41 @@ def test_init_model_refuses_a_checkpoint_of_another_model(tmp_path):
     torch.save({'backbone.layers.0.weight': torch.zeros(2)}, path)
     with pytest.raises(KeyError, match='unexpected keys'):
         init_model(osp.join(ROOT, TINY), path)
+
+
+def test_readme_timm_snippet_gives_the_same_features(tmp_path):
+    """The README's timm snippet on a ViT-S/16 RePre checkpoint: vit_layouts.py --to timm, then
+    timm.create_model('vit_small_patch16_224', num_heads=12, num_classes=0): its CLS token after
+    the final norm equals repre_mm.apis.extract_features(...)['cls']."""
+    import cv2
+    import numpy as np
+    import timm
+
+    from repre_mm.apis import extract_features, init_model
+    config = osp.join(ROOT, 'configs', SMALL)
+    torch.manual_seed(0)
+    model = init_model(config)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ckpt = str(tmp_path / 'repre_vit-s.pth')
+    torch.save(dict(state_dict=model.state_dict()), ckpt)
+    proc = subprocess.run([PY, 'tools/model_converters/vit_layouts.py', ckpt,
+                           str(tmp_path / 'vit-s_timm.pth'), '--to', 'timm'], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    images = np.random.default_rng(0).integers(0, 255, (2, 224, 224, 3), dtype=np.uint8)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(tmp_path / f'{i}.png'))
+        cv2.imwrite(paths[-1], image[..., ::-1])
+    ours = extract_features(model, images=paths)['cls']
+
+    vit = timm.create_model('vit_small_patch16_224', num_heads=12, num_classes=0)
+    vit.load_state_dict(torch.load(tmp_path / 'vit-s_timm.pth', weights_only=True))
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() - mean) / std
+    with torch.no_grad():
+        theirs = vit.eval().forward_features(x)[:, 0]
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
