@@ -4,6 +4,13 @@ from . import compat  # noqa: F401,I001  (first: patches must precede torchvisio
 from . import datasets, engine, evaluation, models  # noqa: F401
 from .version import __version__  # noqa: F401
 
+# mmengine resolves `pkg::path` config bases only for the packages of its MODULE2PACKAGE table;
+# with ours added, `_base_ = 'repre_mm::repre/...'` finds the configs that `pip install` put
+# under repre_mm/.mim/configs (once repre_mm is imported, as tools/train.py and mim do).
+from mmengine.config.utils import MODULE2PACKAGE  # noqa: E402
+
+MODULE2PACKAGE.setdefault('repre_mm', 'repre-mm')
+
 try:  # the downstream extra: mmdet (pip install -e ".[downstream]")
     import mmdet  # noqa: F401
 except ImportError:

@@ -89,6 +89,10 @@ if ! "$PY" -c 'import importlib.util as u; assert u.find_spec("torchvision")' 2>
     # --no-deps: its dependency on torch is already met, and pip must never resolve a CUDA torch.
     "${PIP[@]}" install -q --no-deps "$TORCHVISION_SPEC"
 fi
+if ! "$PY" -c 'import importlib.util as u; assert u.find_spec("mim")' 2>/dev/null; then
+    # --no-deps: openmim's opendatalab -> openxlab pins old requests / setuptools
+    "${PIP[@]}" install -q --no-deps openmim==0.3.9
+fi
 if ! "$PY" -c 'import importlib.util as u; assert u.find_spec("timm")' 2>/dev/null; then
     "${PIP[@]}" install -q --no-deps "$TIMM_SPEC"  # converter tests; --no-deps as torchvision
 fi

@@ -1,5 +1,4 @@
 """Fashion-MNIST from Debian's idx files, or the subset shipped with repre-mm."""
-import gzip
 import os
 import os.path as osp
 from typing import Dict, Optional, Tuple
@@ -18,12 +17,9 @@ Split = Tuple[np.ndarray, np.ndarray]  # N x 28 x 28 uint8 images, N int64 label
 
 
 def read_idx(path: str) -> np.ndarray:
-    """An idx file (the MNIST format): magic, dims, big-endian sizes, then uint8 data."""
-    with gzip.open(path, 'rb') as f:
-        raw = f.read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    """An idx file (the MNIST format), gzipped or not, as a numpy array: mmpretrain's reader."""
+    from mmpretrain.datasets.mnist import read_sn3_pascalvincent_tensor
+    return read_sn3_pascalvincent_tensor(path).numpy()
 
 
 def load_fashion_mnist(source: str = DEBIAN_DIR) -> Tuple[Dict[str, Split], str]:

@@ -81,6 +81,23 @@ def choose_patch(img_size: int, tokens_per_side: int = 7) -> int:
     return patch
 
 
+def image_statistics(paths: List[str], size: int = None
+                     ) -> Tuple[List[float], List[float], bool]:
+    """(RGB mean, RGB std, colour?) over the pixels of ``paths`` (0-255), each image resized to
+    size x size if given: what a data_preprocessor's mean / std should be."""
+    total, total_sq, count, colour = np.zeros(3), np.zeros(3), 0, False
+    for path in paths:  # running sums: large images never sit in memory together
+        image = read_rgb(path, size).reshape(-1, 3).astype(np.float64)
+        total += image.sum(0)
+        total_sq += (image**2).sum(0)
+        count += image.shape[0]
+        colour = colour or bool(np.any(image[:, 0] != image[:, 1]) or
+                                np.any(image[:, 1] != image[:, 2]))
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0))
+    return [round(float(v), 2) for v in mean], [round(float(v), 2) for v in std], colour
+
+
 def inspect_image_folder(root: str, max_stat_images: int = 5000, seed: int = 0) -> FolderInfo:
     """Reads ``root/train`` and ``root/test`` once: sizes, colour, channel mean and std (over at
     most ``max_stat_images`` training images, at the training size)."""
@@ -102,18 +119,8 @@ def inspect_image_folder(root: str, max_stat_images: int = 5000, seed: int = 0) 
     img_size = int(np.median(sides))
     patch = choose_patch(img_size)
     img_size -= img_size % patch  # a whole number of patches
-    total, total_sq, count, colour = np.zeros(3), np.zeros(3), 0, False
-    for path in picked:  # running sums: large images never sit in memory together
-        image = read_rgb(path, img_size).reshape(-1, 3).astype(np.float64)
-        total += image.sum(0)
-        total_sq += (image**2).sum(0)
-        count += image.shape[0]
-        colour = colour or bool(np.any(image[:, 0] != image[:, 1]) or
-                                np.any(image[:, 1] != image[:, 2]))
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0))
+    mean, std, colour = image_statistics(picked, img_size)
     return FolderInfo(
         classes=classes, num_train=len(train), num_test=len(test), img_size=img_size,
         same_size=all(s == (img_size, img_size) for s in shapes), colour=colour,
-        mean=[round(float(v), 2) for v in mean], std=[round(float(v), 2) for v in std],
-        patch=patch)
+        mean=mean, std=std, patch=patch)

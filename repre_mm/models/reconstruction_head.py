@@ -50,7 +50,10 @@ class RePreReconstructionHead(BaseModule):
         self.patch_size = patch_size
 
     def construct_target(self, images: torch.Tensor) -> torch.Tensor:
-        """The reconstruction target: the normalised view, optionally per-patch normalised."""
+        """The reconstruction target: the normalised view, optionally per-patch normalised.
+
+        mmpretrain's MAEPretrainHead normalises per patch too, but its patchify / unpatchify
+        assume square images; RePre's views can be non-square, so the target is built here."""
         target = images.float()
         if not self.norm_pix:
             return target

@@ -20,7 +20,11 @@ def load_weights(path: str) -> Dict[str, torch.Tensor]:
 def load_strict(module: nn.Module, state_dict: Dict[str, torch.Tensor],
                 prefix: Optional[str] = None, source: str = 'checkpoint') -> None:
     """Load ``state_dict`` (its keys under ``prefix``, e.g. ``'backbone.'``) into ``module``;
-    any missing or unexpected key is an error that lists them."""
+    any missing or unexpected key is an error that lists them.
+
+    Not mmengine's ``load_checkpoint(strict=True, revise_keys=...)``: revise_keys renames but
+    keeps the keys outside the prefix (a RePre checkpoint's decoder.* would be unexpected), and
+    its prefix loader (``_load_checkpoint_with_prefix``) is private API."""
     if prefix:
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if not state_dict:

@@ -1,0 +1,103 @@
+"""Build a pre-training model from its config and read features of any images.
+
+    from repre_mm.apis import extract_features
+    feats = extract_features('configs/repre/repre_mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py',
+                             'work_dirs/.../epoch_300.pth', ['a.jpg', 'b.png'], device='cuda')
+    feats['cls']           # N x C   CLS token after the final norm (the k-NN / linear feature)
+    feats['patch_mean']    # N x C   mean patch token after the final norm
+    feats['patch']         # N x C x h x w   patch tokens after the final norm
+
+mmpretrain's ``get_model`` / ``FeatureExtractor`` need a ``test_dataloader``, which
+pre-training configs do not have; these helpers need only the model part of the config.
+"""
+from typing import Dict, List, Sequence, Union
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from torch import nn
+
+from mmpretrain.registry import MODELS
+from ..datasets.image_folder import read_rgb
+from ..evaluation.knn import _final_tokens
+from ..utils.checkpoint import load_strict, load_weights
+
+ImageLike = Union[str, np.ndarray]
+
+
+def init_model(config: Union[str, Config], checkpoint: str = None,
+               device: Union[str, torch.device] = 'cpu') -> nn.Module:
+    """The model of a pre-training config, in eval mode on ``device``.
+
+    Args:
+        config (str | Config): a RePre or baseline config.
+        checkpoint (str, optional): a checkpoint of that config (every key must match), or a bare
+            backbone (tools/model_converters/extract_backbone.py). None: the initial weights.
+        device: where the model runs.
+    """
+    cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    # as mmengine's Runner does: the top-level data_preprocessor belongs to the model
+    cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    if checkpoint is not None:
+        weights = load_weights(checkpoint)
+        if any(k.startswith('backbone.') for k in weights):
+            load_strict(model, weights, source=checkpoint)
+        else:
+            load_strict(model.backbone, weights, source=checkpoint)
+    return model.to(device).eval()
+
+
+def load_images(images: Sequence[ImageLike], size: int) -> torch.Tensor:
+    """Paths or H x W x 3 RGB uint8 arrays -> N x 3 x size x size float (0-255, RGB)."""
+    arrays: List[np.ndarray] = []
+    for image in images:
+        if isinstance(image, str):
+            array = read_rgb(image, size)
+        else:
+            array = np.asarray(image)
+            if array.ndim == 2:
+                array = np.repeat(array[..., None], 3, axis=2)
+            if array.shape[:2] != (size, size):
+                import cv2
+                array = cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA)
+        arrays.append(array)
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
+
+
+@torch.no_grad()
+def extract_features(model: Union[nn.Module, str], checkpoint: str = None,
+                     images: Sequence[ImageLike] = (), device: Union[str, torch.device] = 'cpu',
+                     batch_size: int = 64) -> Dict[str, torch.Tensor]:
+    """Final-norm features of a ViT encoder for ``images`` (paths or RGB arrays).
+
+    Images are resized to the backbone's ``img_size`` and normalised with the config's
+    ``data_preprocessor`` mean / std, as in training. ``model`` is a model from
+    :func:`init_model` or a config path (then ``checkpoint`` and ``device`` build it).
+
+    Returns:
+        dict(cls=N x C, patch_mean=N x C, patch=N x C x h x w), on the CPU.
+    """
+    if isinstance(model, str):
+        model = init_model(model, checkpoint, device)
+    backbone = model.backbone
+    stride = backbone.patch_embed.projection.stride[0]
+    size = backbone.patch_resolution[0] * stride
+    preprocessor = model.data_preprocessor
+    device = next(model.parameters()).device
+    pixels = load_images(images, size)
+    out: Dict[str, List[torch.Tensor]] = dict(cls=[], patch_mean=[], patch=[])
+    for chunk in pixels.split(batch_size):
+        chunk = ((chunk.to(device) - preprocessor.mean) / preprocessor.std)
+        with _final_tokens(backbone) as tokens:
+            backbone(chunk)
+        x = tokens[0].float()
+        patch = x[:, backbone.num_extra_tokens:]
+        out['cls'].append(x[:, 0].cpu())
+        out['patch_mean'].append(patch.mean(1).cpu())
+        h = chunk.shape[2] // stride
+        out['patch'].append(patch.transpose(1, 2).reshape(len(x), x.shape[2], h, -1).cpu())
+    return {k: torch.cat(v) for k, v in out.items()}

@@ -1,0 +1,190 @@
+"""What OpenMMLab users reach for after `pip install`: the repre_mm:: config scope, `mim train`,
+the model index, and the feature-extraction API."""
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(__file__))
+PY = sys.executable
+SMALL = 'repre/repre_mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py'
+TINY = 'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py'
+
+
+def _clean_env(**extra):
+    """The environment of a user outside this checkout: no PYTHONPATH to the repo."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope='module')
+def installed(tmp_path_factory):
+    """repre-mm built as a wheel from a clean copy of the tracked files, installed into a folder
+    of its own (no deps: the stack is already in this environment)."""
+    base = tmp_path_factory.mktemp('pkg')
+    src = base / 'src'
+    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if osp.isfile(osp.join(ROOT, f)):
+            os.makedirs(src / osp.dirname(f), exist_ok=True)
+            shutil.copy2(osp.join(ROOT, f), src / f)
+    proc = subprocess.run([PY, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation',
+                           '-w', str(base / 'dist'), str(src)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel, ) = os.listdir(base / 'dist')
+    target = base / 'site'
+    proc = subprocess.run([PY, '-m', 'pip', 'install', '-q', '--no-deps', '--target',
+                           str(target), str(base / 'dist' / wheel)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return dict(wheel=str(base / 'dist' / wheel), site=str(target), base=base)
+
+
+def test_wheel_carries_configs_tools_and_model_index(installed):
+    names = set(zipfile.ZipFile(installed['wheel']).namelist())
+    assert f'repre_mm/.mim/configs/{SMALL}' in names
+    assert 'repre_mm/.mim/configs/_base_/datasets/fashion_mnist_mocov3.py' in names
+    assert 'repre_mm/.mim/tools/train.py' in names and 'repre_mm/.mim/tools/dist_train.sh' in names
+    assert 'repre_mm/.mim/model-index.yml' in names
+    assert 'repre_mm/.mim/configs/repre/metafile.yml' in names
+    assert not any('__pycache__' in n for n in names)
+
+
+def test_a_user_config_inherits_through_the_repre_mm_scope(installed, tmp_path):
+    user_cfg = tmp_path / 'my_repre.py'
+    user_cfg.write_text(f"_base_ = 'repre_mm::{SMALL}'\n"
+                        "model = dict(rec_head=dict(loss_weight=0.5))\n")
+    code = ('import repre_mm, mmengine.config as c; '
+            f'cfg = c.Config.fromfile({str(user_cfg)!r}); '
+            'print(repre_mm.__file__); print(cfg.model.type, cfg.model.levels, '
+            'cfg.model.rec_head.loss_weight, cfg.train_dataloader.batch_size)')
+    proc = subprocess.run([PY, '-c', code], cwd=str(tmp_path), capture_output=True, text=True,
+                          env=_clean_env(PYTHONPATH=installed['site']))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    where, values = proc.stdout.strip().splitlines()[-2:]
+    assert where.startswith(installed['site'])  # the installed copy, not this checkout
+    assert values == 'RePre (2, 5, 8, 11) 0.5 256'
+
+
+def test_mim_train_finds_the_package_config_and_tool(installed, tmp_path):
+    import mim  # openmim: installed by tools/setup_env.sh (--no-deps, see there)
+    # mim resolves a config name inside the package and runs its .mim/tools/train.py; a
+    # dry config check (--cfg-options that make the run fail fast) is enough to show both.
+    env = _clean_env(PYTHONPATH=installed['site'] + os.pathsep + osp.dirname(
+        osp.dirname(mim.__file__)))
+    proc = subprocess.run(
+        [PY, '-m', 'mim', 'train', 'repre_mm', SMALL.split('/')[1], '--gpus', '0',
+         '--work-dir', str(tmp_path / 'w'), '-y', '--cfg-options',
+         'train_dataloader.dataset.data_root=/nonexistent/imagenet'],
+        cwd=str(tmp_path), capture_output=True, text=True, env=env, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert 'repre_mm/.mim/tools/train.py' in out or '.mim/tools/train.py' in out, out[-3000:]
+    assert '/nonexistent/imagenet' in out, out[-3000:]  # our train.py's data_root check ran
+
+
+def test_model_index_lists_every_repre_config():
+    import modelindex
+    index = modelindex.load(osp.join(ROOT, 'model-index.yml'))
+    listed = {m.config.filepath if hasattr(m.config, 'filepath') else m.config
+              for m in index.models}
+    shipped = {f'configs/repre/{f}' for f in os.listdir(osp.join(ROOT, 'configs', 'repre'))
+               if f.endswith('.py')}
+    assert listed == shipped
+    for model in index.models:
+        assert model.in_collection == 'RePre' and model.weights is None
+
+
+def _tiny_checkpoint(tmp_path):
+    from repre_mm.apis import init_model
+    torch.manual_seed(0)
+    model = init_model(osp.join(ROOT, TINY))
+    with torch.no_grad():  # weights unlike the initial ones
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    path = str(tmp_path / 'tiny.pth')
+    torch.save(dict(state_dict=model.state_dict()), path)
+    return path
+
+
+def test_extract_features_equals_the_knn_features(tmp_path):
+    """repre_mm.apis.extract_features on image files == the k-NN tool's features
+    (CustomDataset loader + data_preprocessor + final-norm tokens)."""
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+
+    from repre_mm.apis import extract_features, init_model
+    from repre_mm.evaluation import features_from_dataloader
+    from helpers import write_images
+    init_default_scope('mmpretrain')
+    folder = write_images(str(tmp_path / 'imgs'), num=3, size=28, with_classes=True)
+    ckpt = _tiny_checkpoint(tmp_path)
+    model = init_model(osp.join(ROOT, TINY), ckpt)
+    loader = Runner.build_dataloader(dict(
+        batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+        collate_fn=dict(type='default_collate'),
+        dataset=dict(type='CustomDataset', data_root=folder,
+                     pipeline=[dict(type='LoadImageFromFile'), dict(type='PackInputs')])))
+    expected, _ = features_from_dataloader(model, loader)
+    paths = [loader.dataset.get_data_info(i)['img_path'] for i in range(len(loader.dataset))]
+    feats = extract_features(osp.join(ROOT, TINY), ckpt, paths)
+    assert feats['cls'].shape == (6, 128) and feats['patch'].shape == (6, 128, 7, 7)
+    torch.testing.assert_close(feats['cls'], expected['cls'], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(feats['patch_mean'], expected['patch_mean'], rtol=1e-4,
+                               atol=1e-4)
+    torch.testing.assert_close(feats['patch'].mean((2, 3)), feats['patch_mean'])
+    # the initial weights give other features: the checkpoint was really loaded
+    untrained = extract_features(osp.join(ROOT, TINY), None, paths)
+    assert not torch.allclose(untrained['cls'], feats['cls'])
+
+
+def test_init_model_refuses_a_checkpoint_of_another_model(tmp_path):
+    from repre_mm.apis import init_model
+    path = str(tmp_path / 'other.pth')
+    torch.save({'backbone.layers.0.weight': torch.zeros(2)}, path)
+    with pytest.raises(KeyError, match='unexpected keys'):
+        init_model(osp.join(ROOT, TINY), path)
+
+
+def test_readme_timm_snippet_gives_the_same_features(tmp_path):
+    """The README's timm snippet on a ViT-S/16 RePre checkpoint: vit_layouts.py --to timm, then
+    timm.create_model('vit_small_patch16_224', num_heads=12, num_classes=0): its CLS token after
+    the final norm equals repre_mm.apis.extract_features(...)['cls']."""
+    import cv2
+    import numpy as np
+    import timm
+
+    from repre_mm.apis import extract_features, init_model
+    config = osp.join(ROOT, 'configs', SMALL)
+    torch.manual_seed(0)
+    model = init_model(config)
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    ckpt = str(tmp_path / 'repre_vit-s.pth')
+    torch.save(dict(state_dict=model.state_dict()), ckpt)
+    proc = subprocess.run([PY, 'tools/model_converters/vit_layouts.py', ckpt,
+                           str(tmp_path / 'vit-s_timm.pth'), '--to', 'timm'], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    images = np.random.default_rng(0).integers(0, 255, (2, 224, 224, 3), dtype=np.uint8)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(tmp_path / f'{i}.png'))
+        cv2.imwrite(paths[-1], image[..., ::-1])
+    ours = extract_features(model, images=paths)['cls']
+
+    vit = timm.create_model('vit_small_patch16_224', num_heads=12, num_classes=0)
+    vit.load_state_dict(torch.load(tmp_path / 'vit-s_timm.pth', weights_only=True))
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() - mean) / std
+    with torch.no_grad():
+        theirs = vit.eval().forward_features(x)[:, 0]
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
