@@ -2,6 +2,7 @@
 the model index, and the feature-extraction API."""
 import os
 import os.path as osp
+import re
 import shutil
 import subprocess
 import sys
@@ -188,3 +189,15 @@ def test_readme_timm_snippet_gives_the_same_features(tmp_path):
     with torch.no_grad():
         theirs = vit.eval().forward_features(x)[:, 0]
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_mim_search_lists_every_config(installed, tmp_path):
+    import mim
+    env = _clean_env(PYTHONPATH=installed['site'] + os.pathsep + osp.dirname(
+        osp.dirname(mim.__file__)))
+    proc = subprocess.run([PY, '-m', 'mim', 'search', 'repre_mm'], cwd=str(tmp_path),
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ids = set(re.findall(r'config id: (\S+)', proc.stdout))
+    shipped = {f[:-3] for f in os.listdir(osp.join(ROOT, 'configs', 'repre')) if f.endswith('.py')}
+    assert ids == shipped
