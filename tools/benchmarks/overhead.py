@@ -76,6 +76,8 @@ def parse_args():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=None, help='torch threads (CPU)')
     parser.add_argument('--quick', action='store_true', help='tiny ViT, 2 iterations')
+    parser.add_argument('--no-memory', action='store_true',
+                        help='CPU: skip the peak-memory probes (two more processes)')
     parser.add_argument('--memory-probe', choices=['repre', 'base', 'off'],
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,6 +199,8 @@ def main():
 
     if args.device.startswith('cuda'):
         peak = gpu_peak
+    elif args.no_memory:
+        peak = {}
     else:
         peak = {name: cpu_peak_memory(args, name) for name in ('repre', 'base')}
     repre = models['repre'].cpu().eval()
@@ -216,7 +220,7 @@ def main():
 
     print(json.dumps(dict(
         time_ratio=round(medians['repre'] / medians['base'], 4),
-        memory_ratio=round(peak['repre'] / peak['base'], 4),
+        memory_ratio=round(peak['repre'] / peak['base'], 4) if peak else None,
         decoder_flops_ratio=round(decoder_flops / encoder_flops, 4),
         decoder_flops_share=round(decoder_share, 4),
         wrapper_off_time_ratio=round(medians['off'] / medians['base'], 4),
