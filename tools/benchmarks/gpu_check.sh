@@ -6,7 +6,7 @@
 #
 # If PYTHON (default python3) cannot import the stack, a venv is made in
 # work_dirs/gpu_check/venv that sees that Python's packages (its torch above all) through a .pth
-# file listing its site-packages (--system-site-packages would miss those of a venv), and
+# file adding its site directories (--system-site-packages would miss those of a venv), and
 # WHEELS_DIR/requirements.txt is installed from WHEELS_DIR alone (pip --no-index; the folder is
 # built by tools/benchmarks/gpu_wheels.sh on a machine with internet), torchvision too where
 # the machine has none. Then tools/benchmarks/gpu_check.py measures and checks (AMP overhead,
@@ -29,8 +29,11 @@ if ! stack_imports "$PY"; then
     if [[ ! -x "$venv/bin/python" ]]; then
         log "creating $venv (it uses $PY's torch)"
         "$PY" -m venv "$venv"
-        # appended after the venv's own site-packages: what we install there comes first
-        "$PY" -c 'import sys; print("\n".join(p for p in sys.path if p.endswith(("site-packages", "dist-packages"))))' \
+        # "import" lines of a .pth run at start-up: addsitedir appends $PY's site directories
+        # (after the venv's own: what is installed there comes first) and reads their .pth files
+        "$PY" -c 'import site
+dirs = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+print("\n".join(f"import site; site.addsitedir({d!r})" for d in dirs))' \
             > "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/gpu_check_base.pth"
     fi
     PY="$venv/bin/python"
