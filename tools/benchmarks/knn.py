@@ -182,3 +182,5 @@ def main():
 if __name__ == '__main__':
     with torch.no_grad():
         main()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # torch warns about a group left open
