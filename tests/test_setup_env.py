@@ -133,6 +133,9 @@ def test_mmcv_is_kept_only_when_its_ops_match(machine):
     assert plan(**env)[1]['mmcv'].startswith('build 2.1.0 with cuda ops')
     fake_python(python, '3.12', torch='2.11.0', cuda='12.8', mmcv='2.2.0', mmcv_ops='cuda12.8')
     assert plan(**env)[1]['mmcv'].startswith('build 2.1.0 with cuda ops')  # mmdet 3.3 needs 2.1
+    assert 'warning' not in plan(**env)[1]  # toolkit 12.8 with torch's CUDA 12.8
+    fake_python(python, '3.12', torch='2.11.0', cuda='13.0')
+    assert 'nvcc is CUDA 12.8 but torch was built with CUDA 13.0' in plan(**env)[1]['warning']
 
 
 def test_python_3_10_to_3_12_first_that_runs_and_python_overrides(machine):

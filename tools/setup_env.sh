@@ -166,6 +166,12 @@ decide_mmcv() {  # sets mmcv_action (keep|build|cached), ops (cpu|cuda), wheel_d
         home=$(dirname "$(dirname "$nvcc")")
         # (a toolkit's own bin/nvcc: say where it is; a wrapper script elsewhere: torch finds it)
         [[ -f "$home/include/cuda_runtime.h" ]] && mmcv_build_env+=("CUDA_HOME=$home")
+        local nvcc_cuda
+        nvcc_cuda=$("$nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9][0-9.]*[0-9]\).*/\1/p' | head -n 1)
+        if [[ -n "$nvcc_cuda" && "${nvcc_cuda%%.*}" != "${torch_cuda%%.*}" ]]; then
+            # torch's cpp_extension refuses to build across CUDA major versions
+            decide warning "nvcc is CUDA $nvcc_cuda but torch was built with CUDA $torch_cuda: the build will fail; point CUDA_HOME at a CUDA ${torch_cuda%%.*}.x toolkit"
+        fi
     elif [[ -n "$torch_cuda" ]]; then
         # mmcv's setup.py builds CUDA ops whenever torch sees a GPU, and fails without nvcc: hide
         # the GPU from the build. Pre-training needs no mmcv op; mmdet / mmseg on GPUs do.
