@@ -52,3 +52,14 @@ def test_decoder_cost_of_the_default_recipes():
     for r in (small, base):
         assert r['decoder_flops_ratio'] <= 0.10
         assert r['decoder_params_m'] < 0.05 * r['encoder_params_m']
+
+
+def test_overhead_dino_pair_decodes_the_global_crops_only():
+    [result] = _run(['tools/benchmarks/overhead.py', '--quick', '--pair', 'dino', '--no-memory'])
+    assert result['views'] == [28, 28] + [12] * 10  # 2 global + 10 local crops (96/224 of 28)
+    assert result['configs'][0].startswith('repre_dino') and result['configs'][1].startswith('dino')
+    # the decoder runs on 2 of 12 crops: its share of the step's encoder FLOPs is well below
+    # its per-view ratio, and above the share it would have if the crops were all global
+    assert result['decoder_flops_share'] < result['decoder_flops_ratio']
+    assert result['decoder_flops_share'] > result['decoder_flops_ratio'] * 2 / 12
+    assert result['memory_ratio'] is None and result['time_ratio'] > 0

@@ -115,3 +115,55 @@ def test_knn_hook_logs_during_pretraining(tmp_path):
         assert set(results) == {'cls', 'patch_mean'}
         assert all(0 <= v <= 100 for v in results.values())
     assert 'knn/cls_top1' in runner.message_hub.log_scalars
+
+
+def test_knn_predict_computes_on_the_features_device(digits):
+    # 'meta' tensors stand in for a GPU here: any buffer allocated on the CPU instead of the
+    # features' device makes torch.cat / scatter_add_ fail with a device mismatch.
+    x, y = digits
+    bank, labels, queries = x[:100].to('meta'), y[:100].to('meta'), x[100:130].to('meta')
+    pred = knn_predict(bank, labels, queries, num_classes=10, k=5, bank_chunk=32)
+    assert pred.device.type == 'meta' and pred.shape == (30, )
+    # CPU labels with device features are moved, not mixed
+    assert knn_predict(bank, y[:100], queries, 10, k=5).device.type == 'meta'
+
+
+def _tiny_swin():
+    from mmpretrain.models import SwinTransformer
+    torch.manual_seed(0)
+    swin = SwinTransformer(arch=dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1]),
+                           img_size=64, out_indices=(3, ), pad_small_map=True)
+    swin.eval()  # (mmpretrain's Swin.train() returns None: no chaining)
+    return swin
+
+
+def test_swin_features_are_its_pooled_last_stage():
+    from repre_mm.evaluation.knn import default_kinds, extract_features
+    swin = _tiny_swin()
+    images = [torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(i))
+              for i in range(2)]
+    feats = extract_features(swin, images)
+    assert default_kinds(swin) == ('patch_mean', ) and set(feats) == {'patch_mean'}
+    with torch.no_grad():
+        expected = torch.cat([swin(im)[-1].mean(dim=(2, 3)) for im in images])
+    assert feats['patch_mean'].shape == (6, 128)
+    assert torch.allclose(feats['patch_mean'], expected, atol=1e-6)
+    with pytest.raises(ValueError, match='not one of'):
+        extract_features(swin, images, kinds=['cls'])  # no CLS token: said, not guessed
+
+
+def test_bf16_autocast_extraction_is_close_to_fp32():
+    from repre_mm.evaluation.knn import extract_features
+    from helpers import tiny_vit
+    from mmpretrain.registry import MODELS
+    torch.manual_seed(0)
+    vit = MODELS.build(tiny_vit(type='VisionTransformer'))
+    vit.eval()
+    images = [torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))]
+    fp32 = extract_features(vit, images)
+    bf16 = extract_features(vit, images, amp_dtype=torch.bfloat16)
+    for kind in ('cls', 'patch_mean'):
+        assert bf16[kind].dtype == torch.float32
+        assert not torch.equal(bf16[kind], fp32[kind])  # autocast really ran in bf16
+        cos = torch.nn.functional.cosine_similarity(bf16[kind], fp32[kind], dim=1)
+        assert cos.min() > 0.99, cos

@@ -1,3 +1,4 @@
+from .health_hook import TrainHealthHook
 from .knn_hook import KNNEvaluationHook
 from .non_finite_hook import NonFiniteLossHook
 from .optim_wrappers import BackboneLayerDecayOptimWrapperConstructor, BF16AutocastOptimWrapper
@@ -6,5 +7,6 @@ from .strict_pretrained import CheckedPretrainedInit
 
 __all__ = [
     'BackboneLayerDecayOptimWrapperConstructor', 'BF16AutocastOptimWrapper',
-    'CheckedPretrainedInit', 'KNNEvaluationHook', 'NonFiniteLossHook', 'RandomStateCheckpointHook'
+    'CheckedPretrainedInit', 'KNNEvaluationHook', 'NonFiniteLossHook', 'RandomStateCheckpointHook',
+    'TrainHealthHook'
 ]

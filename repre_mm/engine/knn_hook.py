@@ -1,4 +1,5 @@
 """k-NN accuracy of the online encoder during pre-training, logged like any metric."""
+import copy
 import time
 from typing import Optional, Sequence
 
@@ -6,7 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmpretrain.registry import HOOKS
-from ..evaluation.knn import FEATURE_KINDS, features_from_dataloader, knn_accuracy
+from ..evaluation.knn import features_from_dataloader, knn_accuracy
 
 
 @HOOKS.register_module()
@@ -20,26 +21,40 @@ class KNNEvaluationHook(Hook):
         interval (int): epochs between evaluations. Defaults to 1.
         k (int): neighbours. Defaults to 20.
         temperature (float): vote weight exp(sim / T). Defaults to 0.07.
-        kinds (Sequence[str]): ``'cls'`` and / or ``'patch_mean'``. Defaults to both.
+        kinds (Sequence[str], optional): ``'cls'`` and / or ``'patch_mean'``. Defaults to
+            all the backbone has (ViT: both; Swin: ``'patch_mean'``, its pooled last stage).
         before_train (bool): also evaluate the untrained encoder. Defaults to False.
+
+    Under DDP every rank extracts its shard of the bank and of the queries and the shards are
+    gathered (see ``features_from_dataloader``): each rank scores the whole query set against
+    the whole bank, so the logged number is the one a single process computes. For that the
+    loaders always use ``DefaultSampler(shuffle=False)``, whatever sampler the configs name.
     """
     priority = 'LOW'
 
     def __init__(self, bank_dataloader: dict, query_dataloader: dict, interval: int = 1,
                  k: int = 20, temperature: float = 0.07,
-                 kinds: Sequence[str] = FEATURE_KINDS, before_train: bool = False):
+                 kinds: Optional[Sequence[str]] = None, before_train: bool = False):
         self.bank_cfg, self.query_cfg = bank_dataloader, query_dataloader
         self.interval, self.k, self.temperature = interval, k, temperature
-        self.kinds = tuple(kinds)
+        self.kinds = None if kinds is None else tuple(kinds)
         self.evaluate_before_train = before_train
         self.history = []  # [(epoch, {kind: top1})], for tools that drive a Runner directly
         self._loaders: Optional[tuple] = None
 
     def before_train(self, runner) -> None:
-        self._loaders = (runner.build_dataloader(self.bank_cfg),
-                         runner.build_dataloader(self.query_cfg))
+        self._loaders = tuple(runner.build_dataloader(self._unshuffled(cfg))
+                              for cfg in (self.bank_cfg, self.query_cfg))
         if self.evaluate_before_train:
             self._evaluate(runner, epoch=0)
+
+    @staticmethod
+    def _unshuffled(loader_cfg: dict) -> dict:
+        # The shards of DefaultSampler(shuffle=False) interleave in a known order, which is
+        # what lets the features of all ranks be gathered back into dataset order.
+        loader_cfg = copy.deepcopy(loader_cfg)
+        loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=False, round_up=True)
+        return loader_cfg
 
     def after_train_epoch(self, runner) -> None:
         if self.every_n_epochs(runner, self.interval) or self.is_last_train_epoch(runner):
@@ -52,7 +67,7 @@ class KNNEvaluationHook(Hook):
         bank, bank_labels = features_from_dataloader(model, self._loaders[0], self.kinds)
         queries, query_labels = features_from_dataloader(model, self._loaders[1], self.kinds)
         results = {}
-        for kind in self.kinds:
+        for kind in bank:
             results[kind] = knn_accuracy(bank[kind], bank_labels, queries[kind], query_labels,
                                          self.k, self.temperature)
             runner.message_hub.update_scalar(f'knn/{kind}_top1', results[kind])

@@ -3,12 +3,16 @@
     python tools/benchmarks/overhead.py                    # ViT-S/16 MoCo v3 pair, CPU, batch 8
     python tools/benchmarks/overhead.py --device cuda --amp --batch 128
     python tools/benchmarks/overhead.py --quick            # tiny ViT, 2 iterations (tests)
+    python tools/benchmarks/overhead.py --pair dino        # DINO ViT-S/16: 2 x 224 + 10 x 96 crops
 
 Three models are built from the configs: RePre (A), the base framework (B, mmpretrain's own
 class) and RePre with the reconstruction off (``rec_head.loss_weight=0``: our wrapper alone).
 After a warm-up, training steps (forward, backward, AdamW step) on one synthetic batch run
 interleaved A B C A B C ..., so that drift of a shared machine hits all three; medians are
-compared. Peak memory of a step: on GPU ``torch.cuda.max_memory_allocated``; on CPU the growth of
+compared. With ``--pair dino`` each step sees DINO's multi-crop views (2 global crops at
+``--img-size``, ``--local-crops`` local ones at 96/224 of it) and RePre reconstructs the global
+crops only, as in its DINO configs; ``decoder_flops_share`` (decoder FLOPs over the student
+encoder's, per step) is then the bound the time ratio should stay near. Peak memory of a step: on GPU ``torch.cuda.max_memory_allocated``; on CPU the growth of
 the process's peak RSS over its size after building, measured in a fresh process per model.
 Prints one JSON line.
 """
@@ -43,11 +47,25 @@ QUICK_CONFIGS = [
     'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
     'configs/baselines/mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
 ]
+DINO_CONFIGS = [
+    'configs/repre/repre_dino_vit-small-p16_16xb64-amp-coslr-100e_in1k.py',
+    'configs/baselines/dino_vit-small-p16_16xb64-amp-coslr-100e_in1k.py',
+]
+DINO_QUICK_CONFIGS = [
+    'configs/repre/repre_dino_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
+    'configs/baselines/dino_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
+]
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--configs', nargs=2, metavar=('REPRE', 'BASE'))
+    parser.add_argument('--pair', choices=['mocov3', 'dino'], default='mocov3',
+                        help='default configs and views: MoCo v3 (2 views) or DINO (multi-crop)')
+    parser.add_argument('--local-crops', type=int, default=None,
+                        help='local crops per image (default: 10 for dino, 0 for mocov3)')
+    parser.add_argument('--local-size', type=int, default=None,
+                        help='local crop size (default: img-size * 96 / 224)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--amp', action='store_true',
                         help='autocast: fp16 (GradScaler) on GPU, bf16 on CPU')
@@ -58,13 +76,20 @@ def parse_args():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=None, help='torch threads (CPU)')
     parser.add_argument('--quick', action='store_true', help='tiny ViT, 2 iterations')
+    parser.add_argument('--no-memory', action='store_true',
+                        help='CPU: skip the peak-memory probes (two more processes)')
     parser.add_argument('--memory-probe', choices=['repre', 'base', 'off'],
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
+    dino = args.pair == 'dino'
     if args.quick:
-        args.configs = args.configs or QUICK_CONFIGS
+        args.configs = args.configs or (DINO_QUICK_CONFIGS if dino else QUICK_CONFIGS)
         args.iters, args.warmup, args.img_size, args.batch = 2, 1, 28, 4
-    args.configs = args.configs or DEFAULT_CONFIGS
+    args.configs = args.configs or (DINO_CONFIGS if dino else DEFAULT_CONFIGS)
+    if args.local_crops is None:
+        args.local_crops = 10 if dino else 0
+    if args.local_size is None:
+        args.local_size = args.img_size * 96 // 224
     if args.amp and args.amp_dtype is None:
         args.amp_dtype = 'float16' if args.device.startswith('cuda') else 'bfloat16'
     return args
@@ -84,11 +109,16 @@ def build(args, which):
     return model.to(args.device).train()
 
 
+def view_sizes(args):
+    """2 global views at img_size, then the local crops (DINO), as the data pipelines give them."""
+    return [args.img_size] * 2 + [args.local_size] * args.local_crops
+
+
 def make_step(args, model):
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
-    views = [torch.randn(args.batch, 3, args.img_size, args.img_size, generator=g).to(device)
-             for _ in range(2)]
+    views = [torch.randn(args.batch, 3, size, size, generator=g).to(device)
+             for size in view_sizes(args)]
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     dtype = getattr(torch, args.amp_dtype) if args.amp else None
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and dtype == torch.float16)
@@ -129,7 +159,9 @@ def memory_probe(args):
 def cpu_peak_memory(args, which):
     cmd = [sys.executable, __file__, '--memory-probe', which, '--configs', *args.configs,
            '--device', args.device, '--batch', str(args.batch), '--img-size', str(args.img_size),
-           '--warmup', str(args.warmup)] + (['--amp'] if args.amp else [])
+           '--warmup', str(args.warmup), '--local-crops', str(args.local_crops),
+           '--local-size', str(args.local_size)] + (
+               ['--amp', '--amp-dtype', args.amp_dtype] if args.amp else [])
     if args.threads:
         cmd += ['--threads', str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True,
@@ -167,19 +199,30 @@ def main():
 
     if args.device.startswith('cuda'):
         peak = gpu_peak
+    elif args.no_memory:
+        peak = {}
     else:
         peak = {name: cpu_peak_memory(args, name) for name in ('repre', 'base')}
     repre = models['repre'].cpu().eval()
-    image = torch.randn(1, 3, args.img_size, args.img_size)
-    with torch.no_grad(), repre.tap.record() as calls:
-        repre.backbone(image)
-    encoder_flops = count_flops(repre.backbone, image)
-    decoder_flops = count_flops(repre.decoder, calls[0].levels)
+    flops = {}  # per view size: (encoder, decoder) forward FLOPs of one image
+    for size in sorted(set(view_sizes(args)), reverse=True):
+        image = torch.randn(1, 3, size, size)
+        with torch.no_grad(), repre.tap.record() as calls:
+            repre.backbone(image)
+        flops[size] = (count_flops(repre.backbone, image),
+                       count_flops(repre.decoder, calls[0].levels))
+    encoder_flops, decoder_flops = flops[args.img_size]
+    # RePre decodes the global views only unless reconstruct_local_crops is set
+    decoded = [s for s in view_sizes(args)
+               if s == args.img_size or repre.reconstruct_local_crops]
+    decoder_share = (sum(flops[s][1] for s in decoded) /
+                     sum(flops[s][0] for s in view_sizes(args)))
 
     print(json.dumps(dict(
         time_ratio=round(medians['repre'] / medians['base'], 4),
-        memory_ratio=round(peak['repre'] / peak['base'], 4),
+        memory_ratio=round(peak['repre'] / peak['base'], 4) if peak else None,
         decoder_flops_ratio=round(decoder_flops / encoder_flops, 4),
+        decoder_flops_share=round(decoder_share, 4),
         wrapper_off_time_ratio=round(medians['off'] / medians['base'], 4),
         median_step_s=dict((k, round(v, 4)) for k, v in medians.items()),
         images_per_s=dict((k, round(args.batch / v, 1)) for k, v in medians.items()),
@@ -189,7 +232,7 @@ def main():
         device=torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu',
         threads=torch.get_num_threads(),
         dtype=args.amp_dtype if args.amp else 'float32', batch=args.batch,
-        img_size=args.img_size, iters=args.iters, warmup=args.warmup,
+        img_size=args.img_size, views=view_sizes(args), iters=args.iters, warmup=args.warmup,
         configs=[osp.basename(c) for c in args.configs], torch=torch.__version__)))
 
 
