@@ -52,6 +52,10 @@ def cls_attention(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     if not isinstance(backbone, VisionTransformer) or not backbone.with_cls_token:
         raise TypeError(f'CLS attention needs an mmpretrain VisionTransformer with a CLS token; '
                         f'got {type(backbone).__name__}.')
+    p = backbone.patch_embed.projection.stride
+    if images.shape[-2] % p[0] or images.shape[-1] % p[1]:
+        raise ValueError(f'image size {tuple(images.shape[-2:])} is not a multiple of the patch '
+                         f'size {tuple(p)}: the maps would not match the patches.')
     attn = backbone.layers[-1].attn
     kept = {}
     handle = attn.qkv.register_forward_hook(lambda m, i, out: kept.__setitem__('qkv', out))
@@ -70,7 +74,6 @@ def cls_attention(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     logits = logits / given if given else logits * attn.head_dims**-0.5
     cls_row = logits.softmax(dim=-1)[:, :, 0, backbone.num_extra_tokens:]
     cls_row = cls_row / cls_row.sum(dim=-1, keepdim=True)
-    p = backbone.patch_embed.projection.stride
     h, w = images.shape[-2] // p[0], images.shape[-1] // p[1]
     return cls_row.reshape(B, attn.num_heads, h, w)
 
