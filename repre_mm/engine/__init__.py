@@ -3,10 +3,11 @@ from .knn_hook import KNNEvaluationHook
 from .non_finite_hook import NonFiniteLossHook
 from .optim_wrappers import BackboneLayerDecayOptimWrapperConstructor, BF16AutocastOptimWrapper
 from .random_state_hook import RandomStateCheckpointHook
+from .reconstruction_vis_hook import ReconstructionVisualizationHook
 from .strict_pretrained import CheckedPretrainedInit
 
 __all__ = [
     'BackboneLayerDecayOptimWrapperConstructor', 'BF16AutocastOptimWrapper',
     'CheckedPretrainedInit', 'KNNEvaluationHook', 'NonFiniteLossHook', 'RandomStateCheckpointHook',
-    'TrainHealthHook'
+    'ReconstructionVisualizationHook', 'TrainHealthHook'
 ]

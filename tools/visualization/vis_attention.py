@@ -1,0 +1,64 @@
+"""CLS-to-patch attention of the last block of a ViT checkpoint, one map per head (as DINO's
+``visualize_attention.py``). Works for RePre and baseline pre-training configs with a ViT.
+
+    python tools/visualization/vis_attention.py CONFIG CHECKPOINT img1.jpg ... \
+        [--out work_dirs/vis_attention] [--encoder momentum] [--device cuda:0]
+
+Written per image: ``<name>_attention.png``, the input and then each head's map (upsampled to
+the image, one block per patch; viridis, each head scaled to its own min-max). ``--encoder
+momentum`` shows the momentum / teacher encoder (DINO's tool shows the teacher).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
+
+import repre_mm  # noqa: E402,F401,I001  (compat patches first)
+import mmcv  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+
+from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
+from repre_mm.visualization import (attention_grid, input_size, load_model, normalise,  # noqa
+                                    read_image)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Last-block CLS attention of a ViT checkpoint')
+    parser.add_argument('config', help='the pre-training config of the checkpoint')
+    parser.add_argument('checkpoint', help='its checkpoint (every key must match)')
+    parser.add_argument('images', nargs='+', help='image files (colour or grey, any size)')
+    parser.add_argument('--out', default='work_dirs/vis_attention', help='output folder')
+    parser.add_argument('--encoder', choices=['online', 'momentum'], default='online',
+                        help='the online encoder or its momentum / teacher copy')
+    parser.add_argument('--img-size', type=int,
+                        help='input size (default: the encoder\'s img_size)')
+    parser.add_argument('--scale', type=int, help='upscaling of the PNG (default: panels of '
+                        'at least 112 pixels)')
+    parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """Returns the paths written."""
+    args = parse_args(argv)
+    quiet_mmengine()
+    model = load_model(args.config, args.checkpoint, args.device, args.cfg_options)
+    size = (args.img_size, ) * 2 if args.img_size else input_size(model)
+    os.makedirs(args.out, exist_ok=True)
+    written = []
+    for path in args.images:
+        images = normalise(model, [read_image(path, size)])
+        grid = attention_grid(model, images, args.encoder, args.scale)
+        out = osp.join(args.out, osp.splitext(osp.basename(path))[0] + '_attention.png')
+        mmcv.imwrite(grid[..., ::-1], out)  # RGB -> BGR for the file
+        print(f'wrote {out}')
+        written.append(out)
+    return written
+
+
+if __name__ == '__main__':
+    main()
