@@ -34,7 +34,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 import repre_mm  # noqa: E402,F401,I001  (compat patches first)
-import numpy as np  # noqa: E402
+import mmcv  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
@@ -48,6 +48,8 @@ from repre_mm.evaluation import (DenseProbe, features_from_dataloader,  # noqa: 
 from repre_mm.evaluation.dense_probe import FINAL, default_block  # noqa: E402
 from repre_mm.utils.checkpoint import load_strict, load_weights  # noqa: E402
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
+from repre_mm.visualization.reconstruction import (reconstruct,  # noqa: E402
+                                                   reconstruction_grid, to_pixels)
 
 FRAMEWORKS = dict(
     mocov3=dict(
@@ -448,29 +450,6 @@ def held_out_images(model, loader, num=None, one_per_class=False):
 
 
 @torch.no_grad()
-def reconstruct(model, images):
-    """The decoder's prediction in the normalised image space (per-patch statistics put back
-    for a norm_pix target)."""
-    with model.tap.record() as calls:
-        model.backbone(images)
-    pred = model.decoder(calls[0].levels)
-    head = model.rec_head
-    if head.norm_pix:
-        p = head.patch_size
-        B, C, H, W = images.shape
-        patches = images.reshape(B, C, H // p, p, W // p, p)
-        mean = patches.mean(dim=(1, 3, 5), keepdim=True)
-        std = (patches.var(dim=(1, 3, 5), keepdim=True) + 1e-6)**.5
-        pred = (pred.reshape(B, C, H // p, p, W // p, p) * std + mean).reshape(B, C, H, W)
-    return pred
-
-
-def to_pixels(model, x):
-    """Normalised N x 3 x H x W -> N x H x W x 3 RGB float in [0, 255]."""
-    preprocessor = model.data_preprocessor
-    return (x * preprocessor.std + preprocessor.mean).clamp(0, 255).permute(0, 2, 3, 1)
-
-
 def reconstruction_psnr(model, images):
     """PSNR (dB, 8-bit pixels) of the reconstructions of ``images``, averaged over images."""
     error = (to_pixels(model, reconstruct(model, images)) - to_pixels(model, images))**2
@@ -478,16 +457,10 @@ def reconstruction_psnr(model, images):
     return (10 * torch.log10(255.0**2 / mse)).mean().item()
 
 
+@torch.no_grad()
 def save_reconstructions(model, images, path):
     """Row 1: test images; row 2: the decoder's reconstructions; row 3: |error| (colour)."""
-    import cv2
-    original = to_pixels(model, images)
-    pred = to_pixels(model, reconstruct(model, images))
-    rows = [torch.cat(list(x), dim=1) for x in (original, pred, (pred - original).abs())]
-    grid = torch.cat(rows, dim=0).round().byte().numpy()
-    scale = max(1, 112 // images.shape[-1])
-    grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    cv2.imwrite(path, grid[..., ::-1])
+    mmcv.imwrite(reconstruction_grid(model, images)[..., ::-1], path)
 
 
 # --- statistics ------------------------------------------------------------------------------
