@@ -1,6 +1,11 @@
 """Failure handling: non-finite losses, strict checkpoint loading."""
 import math
+import os
 import os.path as osp
+import time
+import warnings
+
+import repre_mm  # noqa: F401,I001  (first: compat patches, also in spawned processes)
 
 import pytest
 import torch
@@ -14,28 +19,54 @@ from helpers import shrink_pretrain_cfg, tiny_repre, tiny_vit, write_images
 
 ROOT = osp.dirname(osp.dirname(__file__))
 TINY = osp.join(ROOT, 'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
+TINY_DINO = osp.join(ROOT, 'configs/repre/repre_dino_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
 
 
 @HOOKS.register_module()
 class _InjectNaN(Hook):
-    """Test only: makes the reconstruction loss NaN at the given iterations."""
+    """Test only: makes the reconstruction loss NaN at the given iterations (on one rank only
+    when ``rank`` is given)."""
     priority = 'HIGHEST'
 
-    def __init__(self, iters):
-        self.iters = iters
+    def __init__(self, iters, rank=None):
+        self.iters, self.rank = iters, rank
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-        model.rec_head.loss_weight = math.nan if runner.iter in self.iters else 1.0
+        here = self.rank is None or self.rank == runner.rank
+        model.rec_head.loss_weight = math.nan if here and runner.iter in self.iters else 1.0
 
 
-def _runner(tmp_path, action, nan_iters, epochs=1):
+@HOOKS.register_module()
+class _RecordState(Hook):
+    """Test only: every parameter and buffer (momentum encoder, teacher, BN statistics...)
+    before each iteration."""
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.before = {}
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        self.before[runner.iter] = {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _runner(tmp_path, action, nan_iters, epochs=1, config=TINY, **hook_kwargs):
     images = write_images(str(tmp_path / 'img'), num=8, size=28)
-    cfg = shrink_pretrain_cfg(Config.fromfile(TINY), images, str(tmp_path / 'work'), img=28)
+    cfg = shrink_pretrain_cfg(Config.fromfile(config), images, str(tmp_path / 'work'), img=28)
     cfg.train_cfg.max_epochs = epochs  # 8 images, batch 2: 4 iterations an epoch
-    cfg.custom_hooks = [dict(type='NonFiniteLossHook', action=action),
-                        dict(type='_InjectNaN', iters=nan_iters)]
+    cfg.custom_hooks = [dict(type='NonFiniteLossHook', action=action, **hook_kwargs),
+                        dict(type='_InjectNaN', iters=nan_iters), dict(type='_RecordState')]
     return Runner.from_cfg(cfg)
+
+
+def _hook(runner, name):
+    [hook] = [h for h in runner.hooks if type(h).__name__ == name]
+    return hook
+
+
+def _changed(before, after):
+    return sorted(k for k in before if not torch.equal(before[k], after[k]))
 
 
 def test_non_finite_loss_stops_before_the_update_naming_term_and_iteration(tmp_path):
@@ -46,27 +77,98 @@ def test_non_finite_loss_stops_before_the_update_naming_term_and_iteration(tmp_p
     assert not osp.exists(osp.join(runner.work_dir, 'epoch_1.pth'))
 
 
-def test_non_finite_loss_skip_leaves_the_weights_unchanged_and_goes_on(tmp_path):
-    runner = _runner(tmp_path, 'skip', nan_iters=[1])
-    snapshots = {}
-
-    @HOOKS.register_module(force=True)
-    class _Snapshot(Hook):
-        priority = 'LOWEST'
-
-        def before_train_iter(self, runner, batch_idx, data_batch=None):
-            snapshots[runner.iter] = {k: v.clone() for k, v in
-                                      runner.model.state_dict().items() if 'backbone' in k}
-
-    runner.register_hook(_Snapshot())
+@pytest.mark.parametrize('config', [TINY, TINY_DINO], ids=['mocov3', 'dino'])
+def test_non_finite_loss_skip_leaves_every_parameter_and_buffer_unchanged(tmp_path, config):
+    runner = _runner(tmp_path, 'skip', nan_iters=[1], config=config)
     runner.train()
-    [guard] = [h for h in runner.hooks if type(h).__name__ == 'NonFiniteLossHook']
-    assert guard.skipped == 1 and runner.iter == 4
-    # the skipped step (iteration index 1) changed no weight; the good ones did
-    assert all(torch.equal(snapshots[1][k], snapshots[2][k]) for k in snapshots[1])
-    assert not all(torch.equal(snapshots[2][k], snapshots[3][k]) for k in snapshots[2])
+    assert _hook(runner, 'NonFiniteLossHook').skipped == 1 and runner.iter == 4
+    before = _hook(runner, '_RecordState').before
+    # the skipped step (iteration index 1) changed nothing: weights, optimizer-free EMA copies
+    # (MoCo v3's momentum encoder, DINO's teacher), their step counts, BN statistics, centre
+    assert _changed(before[1], before[2]) == []
+    # while a good step changes all of those kinds
+    moved = _changed(before[2], before[3])
+    kinds = (('momentum_encoder.', 'running_mean') if config == TINY else  # MoCo v3: BN necks
+             ('teacher.', 'head.center'))
+    for part in ('backbone.', 'decoder.') + kinds:
+        assert any(part in k for k in moved), part
     for v in runner.model.state_dict().values():
         assert torch.isfinite(v.float()).all()
+
+
+def test_max_skips_exhausted_stops_the_run_with_its_message(tmp_path):
+    runner = _runner(tmp_path, 'skip', nan_iters=[0, 2], max_skips=1)
+    with pytest.raises(FloatingPointError, match=r'non-finite loss_rec at iteration 3 \(epoch 1\)'
+                       r', after max_skips=1 skipped steps'):
+        runner.train()
+    assert _hook(runner, 'NonFiniteLossHook').skipped == 1 and runner.iter == 2
+
+
+def test_normal_steps_raise_no_warning(tmp_path):
+    runner = _runner(tmp_path, 'skip', nan_iters=[])
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # e.g. float() of a tensor that requires grad
+        runner.train()
+    assert runner.iter == 4 and _hook(runner, 'NonFiniteLossHook').skipped == 0
+
+
+def _ddp_worker(rank, port, images, work_dir):
+    """One of 2 gloo ranks: skip mode with max_skips=1, NaN on rank 1 only at iterations 1, 3."""
+    from repre_mm.utils.launch import adapt_to_machine
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2',
+                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    cfg = shrink_pretrain_cfg(Config.fromfile(TINY), images, work_dir, img=28)
+    cfg.train_cfg.max_epochs = 3  # 8 images, 2 ranks x batch 2: 2 iterations an epoch
+    cfg.launcher = 'pytorch'
+    adapt_to_machine(cfg)  # gloo, CPU DDP wrapper
+    cfg.env_cfg.dist_cfg.timeout = 60  # a rank left waiting fails in a minute, not 30
+    cfg.custom_hooks = [dict(type='NonFiniteLossHook', action='skip', max_skips=1),
+                        dict(type='_InjectNaN', iters=[1, 3], rank=1), dict(type='_RecordState')]
+    runner = Runner.from_cfg(cfg)
+    try:
+        runner.train()
+        error = None
+    except FloatingPointError as e:
+        error = str(e)
+    before = _hook(runner, '_RecordState').before
+    torch.save(dict(error=error, iter=runner.iter, skipped=_hook(runner, 'NonFiniteLossHook').skipped,
+                    changed_by_skip=_changed(before[1], before[2]),
+                    changed_by_step=_changed(before[2], before[3]),
+                    weights={k: v for k, v in before[3].items() if k.startswith('backbone.')}),
+               osp.join(work_dir, f'rank{rank}.pth'))
+
+
+def test_ddp_non_finite_loss_on_one_rank_skips_and_stops_every_rank_together(tmp_path):
+    import torch.multiprocessing as mp
+    images = write_images(str(tmp_path / 'img'), num=8, size=28)
+    work = str(tmp_path / 'work')
+    os.makedirs(work)
+    ctx = mp.get_context('spawn')
+    port = 29100 + os.getpid() % 800
+    ranks = [ctx.Process(target=_ddp_worker, args=(r, port, images, work)) for r in range(2)]
+    for p in ranks:
+        p.start()
+    deadline = time.time() + 240
+    for p in ranks:
+        p.join(max(1, deadline - time.time()))
+    hung = [r for r, p in enumerate(ranks) if p.is_alive()]
+    for p in ranks:
+        if p.is_alive():
+            p.kill()
+    assert not hung, f'ranks {hung} hung'
+    assert [p.exitcode for p in ranks] == [0, 0]
+    r0, r1 = (torch.load(osp.join(work, f'rank{r}.pth'), weights_only=True) for r in range(2))
+    # iteration index 1: both skipped (rank 0 saw finite losses); index 3: both stopped
+    assert r0['skipped'] == r1['skipped'] == 1 and r0['iter'] == r1['iter'] == 3
+    assert r1['error'].startswith('non-finite loss_rec at iteration 4 (epoch 2)')
+    assert r0['error'].startswith('non-finite loss on another rank at iteration 4 (epoch 2)')
+    assert 'after max_skips=1 skipped steps' in r0['error'] and 'max_skips=1' in r1['error']
+    for r in (r0, r1):
+        assert r['changed_by_skip'] == []
+        assert any(k.startswith('momentum_encoder.') for k in r['changed_by_step'])
+    for k, v in r0['weights'].items():  # DDP kept the ranks identical through the skip
+        assert torch.equal(v, r1['weights'][k]), k
 
 
 def test_loading_a_mismatched_backbone_is_an_error_listing_keys(tmp_path):
