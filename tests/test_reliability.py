@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 
 from mmpretrain.registry import HOOKS, MODELS
 from repre_mm.utils.checkpoint import load_strict, load_weights
-from helpers import shrink_pretrain_cfg, tiny_repre, tiny_vit, write_images
+from helpers import shrink_pretrain_cfg, tiny_mocov3, tiny_repre, tiny_vit, write_images
 
 ROOT = osp.dirname(osp.dirname(__file__))
 TINY = osp.join(ROOT, 'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
@@ -191,37 +191,66 @@ def test_checkpoints_with_code_are_refused(tmp_path):
         load_weights(path)
 
 
-OUR_ERRORS = ('out of range', 'shallow to deep', 'non-empty', 'one entry per x2 upsampling',
-              'not divisible by the encoder stride', 'power of two')
+# Each fault the fuzz test injects, and the one message that names it.
+FAULTS = {
+    None: None,
+    'level out of range': 'is out of range for a backbone with',
+    'levels not shallow to deep': '`levels` must be distinct and ordered shallow to deep',
+    'decoder widths of the wrong length': '`widths` needs one entry per x2 upsampling',
+    'input size not divisible by the patch': 'is not divisible by the encoder stride',
+}
+
+
+def _random_config_with(fault, rng):
+    """A random valid RePre config and input size (levels, negative ones too, widths, patch,
+    upsampling, sizes), then exactly ``fault`` injected."""
+    patch = rng.choice([2, 4, 8, 16])
+    depth = rng.randint(2, 5)
+    levels = sorted(rng.sample(range(depth), rng.randint(1, min(3, depth))))
+    levels = [lv - depth if rng.random() < 0.3 else lv for lv in levels]  # from the end
+    points = int(math.log2(patch))
+    widths = None if rng.random() < 0.5 else [rng.choice([8, 16]) for _ in range(points)]
+    size = [patch * rng.randint(max(1, 16 // patch), 40 // patch) for _ in range(2)]
+    if fault == 'level out of range':
+        levels[rng.randrange(len(levels))] = rng.choice([depth + rng.randint(0, 2),
+                                                         -depth - 1 - rng.randint(0, 2)])
+    elif fault == 'levels not shallow to deep':
+        if len(levels) == 1:
+            levels = [levels[0], levels[0]]  # the same block twice
+        else:
+            levels = levels[::-1]  # deep to shallow
+    elif fault == 'decoder widths of the wrong length':
+        widths = [rng.choice([8, 16]) for _ in range(points + rng.choice([-1, 1]))]
+    elif fault == 'input size not divisible by the patch':
+        size[rng.randrange(2)] += rng.randint(1, patch - 1)
+    framework = tiny_mocov3(img_size=32, patch_size=patch, depth=depth, dims=16)
+    cfg = tiny_repre(levels=tuple(levels), framework=framework,
+                     decoder=dict(type='MultiLevelFusionDecoder', widths=widths,
+                                  upsample=rng.choice(['pixel_shuffle', 'deconv', 'bilinear'])))
+    return cfg, size
 
 
 @pytest.mark.parametrize('seed', range(30))
-def test_random_configs_run_or_fail_with_our_errors(seed):
-    """Random levels, widths, patch and input sizes: one step runs, or one of our messages."""
+def test_random_configs_run_or_fail_with_the_message_naming_the_fault(seed):
+    """Random configs, each with one injected fault (or none, one seed in five): a clean one
+    runs a step; a faulty one fails with the one message that names its fault."""
     import random
-    from helpers import tiny_mocov3
-    rng = random.Random(seed)
-    patch = rng.choice([2, 4, 8, 16])
-    depth = rng.randint(2, 5)
-    levels = tuple(rng.sample(range(-depth - 1, depth + 1), rng.randint(1, 3)))
-    if rng.random() < 0.7:
-        levels = tuple(sorted(set(l % depth for l in levels)))  # mostly valid levels
-    points = int(math.log2(patch))
-    widths = None if rng.random() < 0.5 else [
-        rng.choice([8, 16]) for _ in range(points + rng.choice([0, 0, 1, -1]))]
-    size = [rng.choice([16, 24, 32, 36, 40]) for _ in range(2)]
-    framework = tiny_mocov3(img_size=32, patch_size=patch, depth=depth, dims=16)
-    cfg = tiny_repre(levels=levels, framework=framework,
-                     decoder=dict(type='MultiLevelFusionDecoder', widths=widths,
-                                  upsample=rng.choice(['pixel_shuffle', 'deconv', 'bilinear'])))
-    try:
+    fault = list(FAULTS)[seed % len(FAULTS)]
+    cfg, size = _random_config_with(fault, random.Random(seed))
+
+    def step():
         model = MODELS.build(cfg)
-        views = [torch.randn(2, 3, *size), torch.randn(2, 3, *size)]
-        losses = model.loss(views, None)
-    except (ValueError, KeyError, TypeError) as error:
-        assert any(phrase in str(error) for phrase in OUR_ERRORS), repr(error)
+        return model.loss([torch.randn(2, 3, *size), torch.randn(2, 3, *size)], None)
+
+    if fault is None:
+        losses = step()
+        assert torch.isfinite(losses['loss_rec']) and losses['loss_rec'] > 0
         return
-    assert torch.isfinite(losses['loss_rec']) and losses['loss_rec'] > 0
+    with pytest.raises((ValueError, KeyError, TypeError)) as error:
+        step()
+    assert FAULTS[fault] in str(error.value), (fault, repr(error.value))
+    others = [m for f, m in FAULTS.items() if m and f != fault]
+    assert not any(m in str(error.value) for m in others), repr(error.value)
 
 
 def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path):
