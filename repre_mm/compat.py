@@ -405,6 +405,34 @@ def patch_atomic_local_writes() -> bool:
     return True
 
 
+# --- 7. mmengine: the oldest checkpoint removed before the new one exists ------------------------
+def patch_remove_old_checkpoints_after_save() -> bool:
+    """With ``max_keep_ckpts``, mmengine's ``CheckpointHook`` removes the oldest checkpoint
+    *before* it writes the new one and the ``last_checkpoint`` pointer: with
+    ``max_keep_ckpts=1`` a run killed mid-save is left with no checkpoint at all, and a pointer
+    naming the removed file, so ``--resume`` fails. The removals now wait until the new
+    checkpoint and the pointer are written (and do not happen if that fails)."""
+    from mmengine.hooks import CheckpointHook
+    if 'remove_after_save' in _APPLIED:
+        return False
+    save = ORIGINALS['CheckpointHook._save_checkpoint_with_step'] = \
+        CheckpointHook._save_checkpoint_with_step
+
+    def save_then_remove_old(self, runner, step, meta):
+        backend, deferred = self.file_backend, []
+        backend.remove = deferred.append  # an instance attribute: the method for this save only
+        try:
+            save(self, runner, step, meta)
+        finally:
+            del backend.remove
+        for path in deferred:
+            backend.remove(path)
+
+    CheckpointHook._save_checkpoint_with_step = save_then_remove_old
+    _APPLIED.add('remove_after_save')
+    return True
+
+
 def apply_all() -> None:
     patch_torchvision_ops_schemas()
     patch_cpu_distributed_init()
@@ -412,6 +440,7 @@ def apply_all() -> None:
     patch_collate_fn_scope()
     patch_checkpoint_safe_load()
     patch_atomic_local_writes()
+    patch_remove_old_checkpoints_after_save()
 
 
 apply_all()

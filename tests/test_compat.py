@@ -278,3 +278,34 @@ def test_a_killed_save_leaves_a_temporary_file_the_next_save_removes(tmp_path):
     put(b'complete', path)
     assert sorted(os.listdir(tmp_path)) == sorted([live, 'epoch_1.pth'])
     assert open(path, 'rb').read() == b'complete'
+
+
+def test_the_oldest_checkpoint_is_removed_only_after_the_new_one_is_written(tmp_path):
+    from collections import deque
+    from types import SimpleNamespace
+    from mmengine.fileio import get_file_backend
+    from mmengine.hooks import CheckpointHook
+    from mmengine.logging import MessageHub
+    (tmp_path / 'epoch_1.pth').write_bytes(b'the only good checkpoint')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
+    hook = CheckpointHook(interval=1, max_keep_ckpts=1)
+    hook.out_dir, hook.file_backend = str(tmp_path), get_file_backend(str(tmp_path))
+    hook.keep_ckpt_ids = deque([1], maxlen=1)
+
+    def killed_mid_save(out_dir, filename, *args, **kwargs):
+        raise KeyboardInterrupt('killed')
+
+    runner = SimpleNamespace(work_dir=str(tmp_path), message_hub=MessageHub('keep-test'),
+                             save_checkpoint=killed_mid_save)
+    with pytest.raises(KeyboardInterrupt):
+        hook._save_checkpoint_with_step(runner, 2, meta=dict(epoch=2))
+    # mmengine alone would have removed epoch_1.pth already: nothing left to resume from
+    assert sorted(os.listdir(tmp_path)) == ['epoch_1.pth', 'last_checkpoint']
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'epoch_1.pth')
+
+    runner.save_checkpoint = lambda out_dir, filename, *a, **k: open(
+        os.path.join(out_dir, filename), 'wb').close()
+    hook.keep_ckpt_ids = deque([1], maxlen=1)
+    hook._save_checkpoint_with_step(runner, 2, meta=dict(epoch=2))
+    assert sorted(os.listdir(tmp_path)) == ['epoch_2.pth', 'last_checkpoint']
+    assert hasattr(type(hook.file_backend), 'remove') and 'remove' not in vars(hook.file_backend)

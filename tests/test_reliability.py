@@ -253,6 +253,22 @@ def test_random_configs_run_or_fail_with_the_message_naming_the_fault(seed):
     assert not any(m in str(error.value) for m in others), repr(error.value)
 
 
+def test_our_dataset_configs_load_images_with_load_image_or_skip():
+    import glob
+    for path in glob.glob(osp.join(ROOT, 'configs/_base_/datasets/*.py')):
+        loads = []
+
+        def collect(obj):
+            if isinstance(obj, dict) and str(obj.get('type', '')).startswith('LoadImage'):
+                loads.append(obj['type'])
+            for v in (obj.values() if isinstance(obj, dict) else
+                      obj if isinstance(obj, (list, tuple)) else []):
+                collect(v)
+
+        collect(Config.fromfile(path).to_dict())
+        assert loads and set(loads) == {'LoadImageOrSkip'}, (path, loads)
+
+
 def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path):
     from mmpretrain.datasets import CustomDataset
     folder = write_images(str(tmp_path / 'img'), num=3, size=16)

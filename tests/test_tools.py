@@ -105,15 +105,16 @@ def test_amp_on_cpu_trains_with_bf16_autocast(images, tmp_path):
     assert len(records) == 4 and all(0 < r['loss_rec'] < 10 for r in records)
 
 
-def _exact_cfg(tmp_path, images, epochs, workers=0, keep=-1):
+def _exact_cfg(tmp_path, images, epochs, workers=0, keep=-1,
+               hooks="dict(type='NonFiniteLossHook'), dict(type='RandomStateCheckpointHook')"):
     """The tiny RePre config with this test's data, deterministic, logging every iteration."""
-    path = str(tmp_path / f'exact_w{workers}.py')
+    path = str(tmp_path / f'exact_w{workers}_{len(hooks)}.py')
     with open(path, 'w') as f:
         f.write(f"""_base_ = {TINY!r}
 train_dataloader = dict(batch_size=4, num_workers={workers}, persistent_workers=False,
                         dataset=dict(data_root={images!r}, data_prefix=''))
 train_cfg = dict(max_epochs={epochs})
-custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='RandomStateCheckpointHook')]
+custom_hooks = [{hooks}]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(max_keep_ckpts={keep}))
 randomness = dict(seed=0, deterministic=True)
 """)
@@ -196,7 +197,7 @@ def test_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(
     (hooks / 'sitecustomize.py').write_text(_BLOCK_SAVE)
     blocked = str(tmp_path / 'blocked')
     work = str(tmp_path / 'work')
-    # max_keep_ckpts=2 as in the shipped config: epoch_1.pth goes before epoch_3.pth is written
+    # max_keep_ckpts=2, as in the shipped config
     cmd = [sys.executable, 'tools/train.py', _exact_cfg(tmp_path, images, EPOCHS, keep=2),
            '--work-dir', work]
     env = _env()
@@ -214,8 +215,9 @@ def test_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(
     [partial] = [f for f in os.listdir(work) if f.startswith('.epoch_3.pth.partial-')]
     assert osp.getsize(osp.join(work, partial)) < osp.getsize(osp.join(reference[0],
                                                                        'epoch_3.pth'))
-    assert not osp.exists(osp.join(work, 'epoch_3.pth'))
-    assert _pointer_epoch(work) == 2
+    assert sorted(f for f in os.listdir(work) if f.endswith('.pth')) == ['epoch_1.pth',
+                                                                         'epoch_2.pth']
+    assert _pointer_epoch(work) == 2  # epoch_1.pth is removed only once epoch_3.pth exists
 
     out = subprocess.run(cmd + ['--resume'], cwd=ROOT, env=_env(), timeout=300,
                          capture_output=True, text=True)
@@ -243,6 +245,19 @@ def test_resume_from_a_given_checkpoint(images, reference, tmp_path):
     _assert_same_losses(_losses_by_iter(work), reference[1], first=1 * 4 + 1)
 
 
+def test_without_the_random_state_hook_a_resumed_run_differs(images, reference, tmp_path):
+    # the negative control of the exact-resume tests: the checkpoint holds the generators, but
+    # nothing restores them
+    work = str(tmp_path / 'work')
+    cfg = _exact_cfg(tmp_path, images, EPOCHS, hooks="dict(type='NonFiniteLossHook')")
+    subprocess.run([sys.executable, 'tools/train.py', cfg, '--work-dir', work, '--resume',
+                    osp.join(reference[0], 'epoch_1.pth')], cwd=ROOT, env=_env(), check=True,
+                   timeout=300, capture_output=True)
+    resumed = _losses_by_iter(work)
+    assert sorted(resumed) == list(range(5, 4 * EPOCHS + 1))
+    assert resumed[5] != pytest.approx(reference[1][5], rel=1e-5, abs=1e-6)
+
+
 def test_exact_resume_with_two_dataloader_workers(images, tmp_path):
     # worker processes draw the augmentations: mmengine seeds them from (seed, rank, worker),
     # and with persistent_workers=False every epoch restarts them from those seeds
@@ -257,6 +272,17 @@ def test_exact_resume_with_two_dataloader_workers(images, tmp_path):
                     osp.join(full, 'epoch_1.pth')], cwd=ROOT, env=_env(), check=True,
                    timeout=300, capture_output=True)
     _assert_same_losses(_losses_by_iter(resumed), expected, first=5)
+
+
+def test_empty_data_root_fails_before_training_with_the_fix(tmp_path):
+    from mmengine.config import Config
+    from repre_mm.utils.launch import check_data_paths
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(data_root=str(tmp_path)))))
+    with pytest.raises(FileNotFoundError, match=r'is empty\. .*--cfg-options '
+                       r'train_dataloader\.dataset\.data_root=/path/to/data'):
+        check_data_paths(cfg)
+    (tmp_path / 'a.jpg').write_bytes(b'')
+    check_data_paths(cfg)  # not empty: no error
 
 
 def test_missing_data_root_fails_before_training_with_the_fix(tmp_path):
