@@ -105,13 +105,13 @@ def test_amp_on_cpu_trains_with_bf16_autocast(images, tmp_path):
     assert len(records) == 4 and all(0 < r['loss_rec'] < 10 for r in records)
 
 
-def _exact_cfg(tmp_path, images, epochs, workers=0, keep=-1,
+def _exact_cfg(tmp_path, images, epochs, workers=0, keep=-1, persistent=False,
                hooks="dict(type='NonFiniteLossHook'), dict(type='RandomStateCheckpointHook')"):
     """The tiny RePre config with this test's data, deterministic, logging every iteration."""
-    path = str(tmp_path / f'exact_w{workers}_{len(hooks)}.py')
+    path = str(tmp_path / f'exact_w{workers}_{len(hooks)}_{persistent}.py')
     with open(path, 'w') as f:
         f.write(f"""_base_ = {TINY!r}
-train_dataloader = dict(batch_size=4, num_workers={workers}, persistent_workers=False,
+train_dataloader = dict(batch_size=4, num_workers={workers}, persistent_workers={persistent},
                         dataset=dict(data_root={images!r}, data_prefix=''))
 train_cfg = dict(max_epochs={epochs})
 custom_hooks = [{hooks}]
@@ -258,20 +258,32 @@ def test_without_the_random_state_hook_a_resumed_run_differs(images, reference, 
     assert resumed[5] != pytest.approx(reference[1][5], rel=1e-5, abs=1e-6)
 
 
-def test_exact_resume_with_two_dataloader_workers(images, tmp_path):
-    # worker processes draw the augmentations: mmengine seeds them from (seed, rank, worker),
-    # and with persistent_workers=False every epoch restarts them from those seeds
-    epochs = 3
-    cfg = _exact_cfg(tmp_path, images, epochs, workers=2)
+def _full_and_resumed_with_workers(images, tmp_path, persistent, epochs=3):
+    cfg = _exact_cfg(tmp_path, images, epochs, workers=2, persistent=persistent)
     full, resumed = str(tmp_path / 'full'), str(tmp_path / 'resumed')
     subprocess.run([sys.executable, 'tools/train.py', cfg, '--work-dir', full], cwd=ROOT,
                    env=_env(), check=True, timeout=300, capture_output=True)
-    expected = _losses_by_iter(full)
-    assert sorted(expected) == list(range(1, 4 * epochs + 1))
     subprocess.run([sys.executable, 'tools/train.py', cfg, '--work-dir', resumed, '--resume',
                     osp.join(full, 'epoch_1.pth')], cwd=ROOT, env=_env(), check=True,
                    timeout=300, capture_output=True)
-    _assert_same_losses(_losses_by_iter(resumed), expected, first=5)
+    expected = _losses_by_iter(full)
+    assert sorted(expected) == list(range(1, 4 * epochs + 1))
+    return expected, _losses_by_iter(resumed)
+
+
+def test_exact_resume_with_two_dataloader_workers(images, tmp_path):
+    # worker processes draw the augmentations: mmengine seeds them from (seed, rank, worker),
+    # and with persistent_workers=False every epoch restarts them from those seeds
+    expected, resumed = _full_and_resumed_with_workers(images, tmp_path, persistent=False)
+    _assert_same_losses(resumed, expected, first=5)
+
+
+def test_persistent_workers_make_the_resume_inexact(images, tmp_path):
+    # persistent workers carry their random streams over epochs; no checkpoint holds them, and
+    # the resumed run's new workers start from the seeds again
+    expected, resumed = _full_and_resumed_with_workers(images, tmp_path, persistent=True)
+    assert sorted(resumed) == list(range(5, 13))
+    assert resumed[5] != pytest.approx(expected[5], rel=1e-5, abs=1e-6)
 
 
 def test_empty_data_root_fails_before_training_with_the_fix(tmp_path):
