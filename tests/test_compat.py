@@ -130,10 +130,17 @@ def test_runner_checkpoint_loads_admit_the_message_hub_and_nothing_else(tmp_path
     from mmengine.runner.checkpoint import _load_checkpoint  # what Runner.load_checkpoint calls
     with compat.mmengine_checkpoint_loading():
         assert _load_checkpoint(path, 'cpu')['message_hub']['runtime_info']['eta'] == 3.0
-        for evil in (io.StringIO, print, np.dtypes.ObjectDType):  # code, builtins, other dtypes
-            torch.save(dict(good, extra=evil), path)
-            with pytest.raises(Exception, match='Unsupported global'):
-                _load_checkpoint(path, 'cpu')
+    # our weight loading admits the same, and refuses the same
+    from repre_mm.utils.checkpoint import load_weights
+    torch.save(good, path)
+    assert set(load_weights(path)) == {'w'}
+    for evil in (io.StringIO, print, np.dtypes.ObjectDType):  # code, builtins, other dtypes
+        torch.save(dict(good, extra=evil), path)
+        with pytest.raises(Exception, match='Unsupported global'):
+            load_weights(path)
+        with pytest.raises(Exception, match='Unsupported global'), \
+                compat.mmengine_checkpoint_loading():
+            _load_checkpoint(path, 'cpu')
 
 
 def test_unknown_pickled_objects_are_still_refused():
