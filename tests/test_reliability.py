@@ -106,9 +106,15 @@ def test_max_skips_exhausted_stops_the_run_with_its_message(tmp_path):
 
 def test_normal_steps_raise_no_warning(tmp_path):
     runner = _runner(tmp_path, 'skip', nan_iters=[])
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')  # e.g. float() of a tensor that requires grad
-        runner.train()
+    warn_always = torch.is_warn_always_enabled()
+    # torch warns once a process about e.g. float() of a tensor that requires grad: every time
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            runner.train()
+    finally:
+        torch.set_warn_always(warn_always)
     assert runner.iter == 4 and _hook(runner, 'NonFiniteLossHook').skipped == 0
 
 
