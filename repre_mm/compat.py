@@ -200,9 +200,12 @@ def mmengine_checkpoint_loading():
     """A context in which ``torch.load(..., weights_only=True)`` also admits
     :func:`mmengine_checkpoint_globals`. Only the loads of training checkpoints enter it (see
     :func:`patch_checkpoint_safe_load`); every other ``torch.load`` in the process keeps torch's
-    own allow-list."""
+    own allow-list. torch < 2.5 has no scoped allow-list: there this admits nothing more (torch
+    < 2.6 loads mmengine's checkpoints with ``weights_only=False`` anyway; only an explicit
+    ``weights_only=True`` load of a training checkpoint, e.g. ``load_weights``, then refuses its
+    message hub; not tested here, the test environment has torch 2.13)."""
     import contextlib
-    if not hasattr(torch.serialization, 'safe_globals'):  # torch < 2.5: weights_only is opt-in
+    if not hasattr(torch.serialization, 'safe_globals'):
         return contextlib.nullcontext()
     return torch.serialization.safe_globals(mmengine_checkpoint_globals())
 
