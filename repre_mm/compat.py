@@ -5,6 +5,7 @@ without it. Patches apply on ``import repre_mm`` and are idempotent. A GPU user 
 torch / torchvision / mmcv triggers none of the conditional ones.
 """
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -180,6 +181,35 @@ def _history_buffer_getstate(self) -> dict:
     return state
 
 
+def mmengine_checkpoint_globals() -> list:
+    """What an mmengine training checkpoint pickles besides tensors and containers, and nothing
+    more: the message hub's ``HistoryBuffer`` objects, the numpy arrays they hold (float64 values,
+    int64 counts: ``np.append`` keeps those dtypes) and numpy float64 scalars (the logged
+    ``eta``). No ``getattr``, no object arrays, no other dtype."""
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    # numpy >= 1.25 builds dtypes as instances of these classes; older ones have none
+    dtype_classes = [getattr(np.dtypes, n) for n in ('Float64DType', 'Int64DType')
+                     if hasattr(getattr(np, 'dtypes', None), n)]
+    return [HistoryBuffer, multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype
+            ] + dtype_classes
+
+
+def mmengine_checkpoint_loading():
+    """A context in which ``torch.load(..., weights_only=True)`` also admits
+    :func:`mmengine_checkpoint_globals`. Only the loads of training checkpoints enter it (see
+    :func:`patch_checkpoint_safe_load`); every other ``torch.load`` in the process keeps torch's
+    own allow-list. torch < 2.5 has no scoped allow-list: there this admits nothing more (torch
+    < 2.6 loads mmengine's checkpoints with ``weights_only=False`` anyway; only an explicit
+    ``weights_only=True`` load of a training checkpoint, e.g. ``load_weights``, then refuses its
+    message hub; not tested here, the test environment has torch 2.13)."""
+    import contextlib
+    if not hasattr(torch.serialization, 'safe_globals'):
+        return contextlib.nullcontext()
+    return torch.serialization.safe_globals(mmengine_checkpoint_globals())
+
+
 def patch_checkpoint_safe_load() -> bool:
     """``torch.load`` defaults to ``weights_only=True`` since torch 2.6, and mmengine's
     ``load_from_local`` does not say otherwise, so ``--resume`` fails on every checkpoint mmengine
@@ -187,58 +217,222 @@ def patch_checkpoint_safe_load() -> bool:
     that class the message hub holds numpy arrays, and HistoryBuffer pickles its built-in
     statistics functions through ``builtins.getattr``, which no safe allow-list may admit.
     So: HistoryBuffer stops pickling the built-in statistics (``__setstate__`` restores them
-    anyway), and HistoryBuffer plus numpy's array reconstruction become safe globals. Loading
-    stays ``weights_only=True``: a file with any other pickled object is still refused."""
+    anyway), and ``Runner.load_checkpoint`` (behind ``--resume`` and ``load_from``) loads inside
+    :func:`mmengine_checkpoint_loading`. Loading stays ``weights_only=True``: a file with any
+    other pickled object is still refused, and no other load in the process is widened."""
     if 'safe_load' in _APPLIED or not hasattr(torch.serialization, 'add_safe_globals'):
         return False
-    import numpy as np
+    import functools
+
     from mmengine.logging.history_buffer import HistoryBuffer
+    from mmengine.runner import Runner
 
     ORIGINALS['HistoryBuffer.__getstate__'] = HistoryBuffer.__getstate__
     HistoryBuffer.__getstate__ = _history_buffer_getstate
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
-    dtype_classes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith('DType')]
-    torch.serialization.add_safe_globals(
-        [HistoryBuffer, multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype] +
-        dtype_classes)
+    load_checkpoint = ORIGINALS['Runner.load_checkpoint'] = Runner.load_checkpoint
+
+    @functools.wraps(load_checkpoint)
+    def load_checkpoint_with_mmengine_globals(self, *args, **kwargs):
+        with mmengine_checkpoint_loading():
+            return load_checkpoint(self, *args, **kwargs)
+
+    Runner.load_checkpoint = load_checkpoint_with_mmengine_globals
     _APPLIED.add('safe_load')
     return True
 
 
-# --- 6. mmengine: checkpoint files written in place -------------------------------------------------
-def _atomic_write(data, filepath, mode):
-    import os
-    import tempfile
-    folder = os.path.dirname(os.path.abspath(filepath))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(filepath) + '.')
+# --- 6. mmengine: checkpoints and the last_checkpoint pointer written in place ---------------------
+# A temporary file is named .<final name>.partial-<host>-<pid>-<random>: a later write into the
+# same folder removes those of dead processes of this host (a run killed mid-save).
+_PARTIAL = '.partial-'
+_PARTIAL_NAME = re.compile(
+    r'^\..+' + re.escape(_PARTIAL) + r'(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+$')
+
+
+def _umask() -> int:
+    # /proc reads it without changing it; os.umask can only read it by setting it (racing threads)
     try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _plain_open_mode(path: str) -> int:
+    """The permission bits ``open(path, 'w')`` leaves: an existing file keeps its own, a new one
+    gets 0o666 less the umask (``mkstemp`` would give 0o600 whatever the umask)."""
+    import stat
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_partial_files(folder: str) -> list:
+    """Remove the temporary files that writers on this host left when they died before their
+    rename (a run killed mid-save); those of live processes (a save in progress) stay."""
+    import socket
+    host, removed = socket.gethostname(), []
+    for name in os.listdir(folder):
+        match = _PARTIAL_NAME.match(name)
+        if match and match['host'] == host and not _process_alive(int(match['pid'])):
+            try:
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+            except FileNotFoundError:  # another process cleaned it first
+                pass
+    return removed
+
+
+class AtomicFile:
+    """``open(path, mode)`` for writing, made atomic: the data goes to a temporary sibling, which
+    replaces ``path`` when closed without an error and is removed otherwise. The file gets the
+    mode a plain ``open`` would give. ``durable=True`` also fsyncs the data before the rename and
+    the folder after it, so that after a power loss ``path`` is the old or the new file, whole.
+
+    Args:
+        path (str): the destination.
+        mode (str): ``'w'`` or ``'wb'`` (or ``'wt'``).
+        durable (bool): fsync (checkpoints). Defaults to False.
+        **kwargs: passed to ``os.fdopen`` (``encoding``, ...).
+    """
+
+    def __init__(self, path, mode: str = 'wb', durable: bool = False, **kwargs):
+        import socket
+        import tempfile
+        self.path, self.durable = os.path.abspath(os.fspath(path)), durable
+        folder, name = os.path.split(self.path)
+        os.makedirs(folder, exist_ok=True)
+        remove_stale_partial_files(folder)
+        prefix = f'.{name}{_PARTIAL}{socket.gethostname()}-{os.getpid()}-'
+        fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=prefix)
+        try:
+            os.fchmod(fd, _plain_open_mode(self.path))
+            self.file = os.fdopen(fd, mode, **kwargs)
+        except BaseException:
+            os.close(fd)
+            os.remove(self.tmp)
+            raise
+
+    def write(self, data):
+        return self.file.write(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def commit(self) -> None:
+        try:
+            if self.durable:
+                self.file.flush()
+                os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        if self.durable:  # the rename itself survives a power loss only once the folder is synced
+            fd = os.open(os.path.dirname(self.path), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def discard(self) -> None:
+        self.file.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+
+def _put(self, obj: bytes, filepath) -> None:
+    # LocalBackend.put: checkpoints (save_checkpoint) and other binary dumps
+    with AtomicFile(filepath, 'wb', durable=True) as f:
+        f.write(obj)
+
+
+def _put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+    # LocalBackend.put_text: configs, json / yaml dumps; small files, no fsync
+    with AtomicFile(filepath, 'w', encoding=encoding) as f:
+        f.write(obj)
+
+
+def _open_writes_atomically(file, mode='r', *args, **kwargs):
+    """``open`` as seen by mmengine's checkpoint_hook module, which writes the
+    ``last_checkpoint`` pointer with it: writes become atomic (and durable: the pointer commits
+    a checkpoint), reads stay plain."""
+    import builtins
+    if isinstance(file, (str, os.PathLike)) and mode in ('w', 'wt', 'wb') and not args:
+        return AtomicFile(file, mode, durable=True, **kwargs)
+    return builtins.open(file, mode, *args, **kwargs)
 
 
 def patch_atomic_local_writes() -> bool:
-    """mmengine's ``LocalBackend.put`` / ``put_text`` (behind ``save_checkpoint`` and the
-    ``last_checkpoint`` pointer) open the destination and write into it: a run killed or a disk
-    filled mid-save leaves a truncated ``epoch_N.pth`` under its final name, which
-    ``--resume PATH`` or any later load then fails on, and a previous file of that name is already
-    gone. Write a temporary sibling, fsync it, and rename it over the destination: a file under
-    its final name is always complete."""
+    """mmengine's ``LocalBackend.put`` / ``put_text`` (behind ``save_checkpoint`` and file dumps)
+    and ``CheckpointHook`` (the ``last_checkpoint`` pointer that ``--resume`` reads) open the
+    destination and write into it: a run killed or a disk filled mid-save leaves a truncated
+    ``epoch_N.pth`` or pointer under its final name, which a later load fails on, and the
+    previous file of that name is already gone. Both now write a temporary sibling and rename it
+    over the destination (:class:`AtomicFile`): a file under its final name is always whole,
+    keeps the mode a plain write gives, and temporary files of killed runs are removed by the
+    next write into their folder."""
     from mmengine.fileio.backends.local_backend import LocalBackend
+    from mmengine.hooks import checkpoint_hook
     if 'atomic_put' in _APPLIED:
         return False
     ORIGINALS['LocalBackend.put'] = LocalBackend.put
-    LocalBackend.put = lambda self, obj, filepath: _atomic_write(obj, str(filepath), 'wb')
-    LocalBackend.put_text = lambda self, obj, filepath, encoding='utf-8': _atomic_write(
-        obj.encode(encoding), str(filepath), 'wb')
+    ORIGINALS['LocalBackend.put_text'] = LocalBackend.put_text
+    LocalBackend.put, LocalBackend.put_text = _put, _put_text
+    # a module global shadows the builtin for that module's code only
+    checkpoint_hook.open = _open_writes_atomically
     _APPLIED.add('atomic_put')
+    return True
+
+
+# --- 7. mmengine: the oldest checkpoint removed before the new one exists ------------------------
+def patch_remove_old_checkpoints_after_save() -> bool:
+    """With ``max_keep_ckpts``, mmengine's ``CheckpointHook`` removes the oldest checkpoint
+    *before* it writes the new one and the ``last_checkpoint`` pointer: with
+    ``max_keep_ckpts=1`` a run killed mid-save is left with no checkpoint at all, and a pointer
+    naming the removed file, so ``--resume`` fails. The removals now wait until the new
+    checkpoint and the pointer are written (and do not happen if that fails)."""
+    from mmengine.hooks import CheckpointHook
+    if 'remove_after_save' in _APPLIED:
+        return False
+    save = ORIGINALS['CheckpointHook._save_checkpoint_with_step'] = \
+        CheckpointHook._save_checkpoint_with_step
+
+    def save_then_remove_old(self, runner, step, meta):
+        backend, deferred = self.file_backend, []
+        backend.remove = deferred.append  # an instance attribute: the method for this save only
+        try:
+            save(self, runner, step, meta)
+        finally:
+            del backend.remove
+        for path in deferred:
+            backend.remove(path)
+
+    CheckpointHook._save_checkpoint_with_step = save_then_remove_old
+    _APPLIED.add('remove_after_save')
     return True
 
 
@@ -249,6 +443,7 @@ def apply_all() -> None:
     patch_collate_fn_scope()
     patch_checkpoint_safe_load()
     patch_atomic_local_writes()
+    patch_remove_old_checkpoints_after_save()
 
 
 apply_all()

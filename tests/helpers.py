@@ -104,7 +104,9 @@ def _walk(obj, fn):
 
 def shrink_pretrain_cfg(cfg, data_root, work_dir, img=32, dims=32):
     """A GPU recipe made to run one CPU iteration in seconds: 12 narrow blocks (so every level
-    index of the recipe stays valid), 32x32 crops, batch 2, synthetic images."""
+    index of the recipe stays valid), 32x32 crops, batch 2, synthetic images (also for the k-NN
+    hook's bank and queries). The recipe's own custom_hooks stay; ``adapt_to_machine`` turns
+    AMP (CUDA fp16) into fp32, and mmengine reverts SyncBN outside distributed runs."""
     from repre_mm.utils.launch import adapt_to_machine, set_dataloader_defaults
     framework = cfg.model.framework if cfg.model.type == 'RePre' else cfg.model
     backbone = framework.backbone
@@ -135,7 +137,11 @@ def shrink_pretrain_cfg(cfg, data_root, work_dir, img=32, dims=32):
         pipeline=cfg.train_dataloader.dataset.pipeline)
     cfg.train_dataloader.update(batch_size=2, num_workers=0, persistent_workers=False)
     cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1)
-    cfg.custom_hooks = []
+    for hook in cfg.get('custom_hooks', []):
+        for key in ('bank_dataloader', 'query_dataloader'):
+            if key in hook:
+                hook[key].dataset.update(data_root=data_root, data_prefix='')
+                hook[key].update(batch_size=4, num_workers=0, persistent_workers=False)
     cfg.work_dir = work_dir
     cfg.launcher = 'none'
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)

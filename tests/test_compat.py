@@ -1,6 +1,7 @@
 """Each patch of repre_mm.compat, shown failing without the patch and working with it."""
 import io
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -98,18 +99,55 @@ def test_mmengine_checkpoint_state_loads_with_weights_only():
             HistoryBuffer.__getstate__ = compat._history_buffer_getstate
 
     unpatched = save(compat.ORIGINALS['HistoryBuffer.__getstate__'])
-    with pytest.raises(Exception, match='getattr'):
+    with pytest.raises(Exception, match='getattr'), compat.mmengine_checkpoint_loading():
         torch.load(io.BytesIO(unpatched), weights_only=True)
-    loaded = torch.load(io.BytesIO(save(compat._history_buffer_getstate)), weights_only=True)
+    with compat.mmengine_checkpoint_loading():
+        loaded = torch.load(io.BytesIO(save(compat._history_buffer_getstate)), weights_only=True)
     restored = loaded['message_hub']['log_scalars']['train/loss']
     assert restored.mean() == 1.0 and restored.current() == 0.5
     assert restored.statistics('max') == 1.5  # built-in statistics restored on load
+    # only the checkpoint loads admit HistoryBuffer and numpy: any other torch.load refuses it
+    with pytest.raises(Exception, match='Unsupported global'):
+        torch.load(io.BytesIO(save(compat._history_buffer_getstate)), weights_only=True)
+
+
+def test_runner_checkpoint_loads_admit_the_message_hub_and_nothing_else(tmp_path):
+    from mmengine.logging import MessageHub
+    from mmengine.runner import Runner
+    assert Runner.load_checkpoint is not compat.ORIGINALS['Runner.load_checkpoint']
+    hub = MessageHub('compat-test-2')
+    hub.update_scalar('train/loss', 1.5)
+    hub.update_info('eta', np.float64(3.0))
+    good = dict(meta=dict(epoch=1), state_dict={'w': torch.ones(1)}, message_hub=hub.state_dict())
+    path = str(tmp_path / 'epoch_1.pth')
+    torch.save(good, path)
+    # exactly what mmengine's checkpoints hold: the list is sufficient, and refused elsewhere
+    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    allowed = {f'{g.__module__}.{g.__qualname__}' for g in compat.mmengine_checkpoint_globals()}
+    assert unsafe and unsafe <= allowed
+    with pytest.raises(Exception, match='Unsupported global'):
+        torch.load(path, weights_only=True)
+    from mmengine.runner.checkpoint import _load_checkpoint  # what Runner.load_checkpoint calls
+    with compat.mmengine_checkpoint_loading():
+        assert _load_checkpoint(path, 'cpu')['message_hub']['runtime_info']['eta'] == 3.0
+    # our weight loading admits the same, and refuses the same
+    from repre_mm.utils.checkpoint import load_weights
+    torch.save(good, path)
+    assert set(load_weights(path)) == {'w'}
+    for evil in (io.StringIO, print, np.dtypes.ObjectDType):  # code, builtins, other dtypes
+        torch.save(dict(good, extra=evil), path)
+        with pytest.raises(Exception, match='Unsupported global'):
+            load_weights(path)
+        with pytest.raises(Exception, match='Unsupported global'), \
+                compat.mmengine_checkpoint_loading():
+            _load_checkpoint(path, 'cpu')
 
 
 def test_unknown_pickled_objects_are_still_refused():
     buf = io.BytesIO()
     torch.save({'x': io.StringIO}, buf)
-    with pytest.raises(Exception, match='Unsupported global'):
+    with pytest.raises(Exception, match='Unsupported global'), \
+            compat.mmengine_checkpoint_loading():
         torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
 
 
@@ -153,3 +191,128 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
         compat.ORIGINALS['LocalBackend.put'](LocalBackend(), b'abcdef', path)
     monkeypatch.setattr(builtins, 'open', real_open)
     assert open(path, 'rb').read() == b'abc'
+
+
+@pytest.mark.parametrize('umask, mode', [(0o022, 0o644), (0o002, 0o664)])
+def test_atomic_writes_give_the_mode_of_a_plain_open(tmp_path, umask, mode):
+    from mmengine.fileio import put, put_text
+    from mmengine.hooks import checkpoint_hook
+    previous = os.umask(umask)
+    try:
+        put(b'checkpoint', str(tmp_path / 'epoch_1.pth'))
+        put_text('{}', str(tmp_path / 'dump.json'))
+        with checkpoint_hook.open(str(tmp_path / 'last_checkpoint'), 'w') as f:  # the pointer
+            f.write('epoch_1.pth')
+        with open(tmp_path / 'plain', 'w') as f:
+            f.write('reference')
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(('epoch_1.pth', 'dump.json', 'last_checkpoint', 'plain'), mode)
+    # an existing file keeps its own mode, as open(path, 'w') keeps it
+    os.chmod(tmp_path / 'epoch_1.pth', 0o640)
+    put(b'checkpoint 2', str(tmp_path / 'epoch_1.pth'))
+    assert stat.S_IMODE((tmp_path / 'epoch_1.pth').stat().st_mode) == 0o640
+
+
+def test_only_checkpoints_and_the_pointer_are_fsynced(tmp_path, monkeypatch):
+    from mmengine.fileio import put, put_text
+    from mmengine.hooks import checkpoint_hook
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, 'fsync', lambda fd: synced.append(fd) or real_fsync(fd))
+    put_text('{"small": "text"}', str(tmp_path / 'dump.json'))
+    assert synced == []
+    put(b'checkpoint', str(tmp_path / 'epoch_1.pth'))
+    assert len(synced) == 2  # the data before the rename, the folder after it
+    with checkpoint_hook.open(str(tmp_path / 'last_checkpoint'), 'w') as f:
+        f.write(str(tmp_path / 'epoch_1.pth'))
+    assert len(synced) == 4  # the pointer commits the checkpoint: as durable
+
+
+def test_last_checkpoint_pointer_is_replaced_atomically(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+    from mmengine.fileio import get_file_backend
+    from mmengine.hooks import CheckpointHook
+    from mmengine.logging import MessageHub
+    pointer = tmp_path / 'last_checkpoint'
+    pointer.write_text(str(tmp_path / 'epoch_1.pth'))
+    hook = CheckpointHook(interval=1)
+    hook.out_dir, hook.file_backend = str(tmp_path), get_file_backend(str(tmp_path))
+    runner = SimpleNamespace(work_dir=str(tmp_path), message_hub=MessageHub('pointer-test'),
+                             save_checkpoint=lambda *args, **kwargs: None)
+
+    def fail(src, dst):  # the write of the new pointer dies before it is complete
+        raise OSError('disk full')
+
+    monkeypatch.setattr(os, 'replace', fail)
+    with pytest.raises(OSError, match='disk full'):
+        hook._save_checkpoint_with_step(runner, 2, meta=dict(epoch=2))
+    assert pointer.read_text() == str(tmp_path / 'epoch_1.pth')  # the previous one, whole
+    assert os.listdir(tmp_path) == ['last_checkpoint']
+    monkeypatch.undo()
+    hook._save_checkpoint_with_step(runner, 2, meta=dict(epoch=2))
+    assert pointer.read_text() == str(tmp_path / 'epoch_2.pth')
+
+
+def test_a_killed_save_leaves_a_temporary_file_the_next_save_removes(tmp_path):
+    import signal
+    import socket
+    import time
+    path, started = str(tmp_path / 'epoch_1.pth'), str(tmp_path.parent / 'started')
+    writer = subprocess.Popen([sys.executable, '-c', textwrap.dedent('''
+        import os, signal, sys
+        import repre_mm.compat
+        from mmengine.fileio import put
+        def killed_here(fd):  # the data is written, the rename not done
+            open(sys.argv[2], 'w').close()
+            signal.pause()
+        os.fsync = killed_here
+        put(b'x' * 100000, sys.argv[1])'''), path, started], cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT))
+    deadline = time.time() + 120
+    while not os.path.exists(started) and writer.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert os.path.exists(started), 'the writer never reached its fsync'
+    writer.kill()
+    writer.wait()
+    [stale] = os.listdir(tmp_path)
+    assert stale.startswith('.epoch_1.pth.partial-') and not os.path.exists(path)
+    # a save in progress in a live process (this one) is left alone
+    live = f'.epoch_2.pth.partial-{socket.gethostname()}-{os.getpid()}-abcd1234'
+    (tmp_path / live).write_bytes(b'in progress')
+    from mmengine.fileio import put
+    put(b'complete', path)
+    assert sorted(os.listdir(tmp_path)) == sorted([live, 'epoch_1.pth'])
+    assert open(path, 'rb').read() == b'complete'
+
+
+def test_the_oldest_checkpoint_is_removed_only_after_the_new_one_is_written(tmp_path):
+    from collections import deque
+    from types import SimpleNamespace
+    from mmengine.fileio import get_file_backend
+    from mmengine.hooks import CheckpointHook
+    from mmengine.logging import MessageHub
+    (tmp_path / 'epoch_1.pth').write_bytes(b'the only good checkpoint')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
+    hook = CheckpointHook(interval=1, max_keep_ckpts=1)
+    hook.out_dir, hook.file_backend = str(tmp_path), get_file_backend(str(tmp_path))
+    hook.keep_ckpt_ids = deque([1], maxlen=1)
+
+    def killed_mid_save(out_dir, filename, *args, **kwargs):
+        raise KeyboardInterrupt('killed')
+
+    runner = SimpleNamespace(work_dir=str(tmp_path), message_hub=MessageHub('keep-test'),
+                             save_checkpoint=killed_mid_save)
+    with pytest.raises(KeyboardInterrupt):
+        hook._save_checkpoint_with_step(runner, 2, meta=dict(epoch=2))
+    # mmengine alone would have removed epoch_1.pth already: nothing left to resume from
+    assert sorted(os.listdir(tmp_path)) == ['epoch_1.pth', 'last_checkpoint']
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'epoch_1.pth')
+
+    runner.save_checkpoint = lambda out_dir, filename, *a, **k: open(
+        os.path.join(out_dir, filename), 'wb').close()
+    hook.keep_ckpt_ids = deque([1], maxlen=1)
+    hook._save_checkpoint_with_step(runner, 2, meta=dict(epoch=2))
+    assert sorted(os.listdir(tmp_path)) == ['epoch_2.pth', 'last_checkpoint']
+    assert hasattr(type(hook.file_backend), 'remove') and 'remove' not in vars(hook.file_backend)

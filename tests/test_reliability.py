@@ -1,6 +1,11 @@
 """Failure handling: non-finite losses, strict checkpoint loading."""
 import math
+import os
 import os.path as osp
+import time
+import warnings
+
+import repre_mm  # noqa: F401,I001  (first: compat patches, also in spawned processes)
 
 import pytest
 import torch
@@ -10,32 +15,58 @@ from mmengine.runner import Runner
 
 from mmpretrain.registry import HOOKS, MODELS
 from repre_mm.utils.checkpoint import load_strict, load_weights
-from helpers import shrink_pretrain_cfg, tiny_repre, tiny_vit, write_images
+from helpers import shrink_pretrain_cfg, tiny_mocov3, tiny_repre, tiny_vit, write_images
 
 ROOT = osp.dirname(osp.dirname(__file__))
 TINY = osp.join(ROOT, 'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
+TINY_DINO = osp.join(ROOT, 'configs/repre/repre_dino_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
 
 
 @HOOKS.register_module()
 class _InjectNaN(Hook):
-    """Test only: makes the reconstruction loss NaN at the given iterations."""
+    """Test only: makes the reconstruction loss NaN at the given iterations (on one rank only
+    when ``rank`` is given)."""
     priority = 'HIGHEST'
 
-    def __init__(self, iters):
-        self.iters = iters
+    def __init__(self, iters, rank=None):
+        self.iters, self.rank = iters, rank
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-        model.rec_head.loss_weight = math.nan if runner.iter in self.iters else 1.0
+        here = self.rank is None or self.rank == runner.rank
+        model.rec_head.loss_weight = math.nan if here and runner.iter in self.iters else 1.0
 
 
-def _runner(tmp_path, action, nan_iters, epochs=1):
+@HOOKS.register_module()
+class _RecordState(Hook):
+    """Test only: every parameter and buffer (momentum encoder, teacher, BN statistics...)
+    before each iteration."""
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.before = {}
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        self.before[runner.iter] = {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _runner(tmp_path, action, nan_iters, epochs=1, config=TINY, **hook_kwargs):
     images = write_images(str(tmp_path / 'img'), num=8, size=28)
-    cfg = shrink_pretrain_cfg(Config.fromfile(TINY), images, str(tmp_path / 'work'), img=28)
+    cfg = shrink_pretrain_cfg(Config.fromfile(config), images, str(tmp_path / 'work'), img=28)
     cfg.train_cfg.max_epochs = epochs  # 8 images, batch 2: 4 iterations an epoch
-    cfg.custom_hooks = [dict(type='NonFiniteLossHook', action=action),
-                        dict(type='_InjectNaN', iters=nan_iters)]
+    cfg.custom_hooks = [dict(type='NonFiniteLossHook', action=action, **hook_kwargs),
+                        dict(type='_InjectNaN', iters=nan_iters), dict(type='_RecordState')]
     return Runner.from_cfg(cfg)
+
+
+def _hook(runner, name):
+    [hook] = [h for h in runner.hooks if type(h).__name__ == name]
+    return hook
+
+
+def _changed(before, after):
+    return sorted(k for k in before if not torch.equal(before[k], after[k]))
 
 
 def test_non_finite_loss_stops_before_the_update_naming_term_and_iteration(tmp_path):
@@ -46,27 +77,104 @@ def test_non_finite_loss_stops_before_the_update_naming_term_and_iteration(tmp_p
     assert not osp.exists(osp.join(runner.work_dir, 'epoch_1.pth'))
 
 
-def test_non_finite_loss_skip_leaves_the_weights_unchanged_and_goes_on(tmp_path):
-    runner = _runner(tmp_path, 'skip', nan_iters=[1])
-    snapshots = {}
-
-    @HOOKS.register_module(force=True)
-    class _Snapshot(Hook):
-        priority = 'LOWEST'
-
-        def before_train_iter(self, runner, batch_idx, data_batch=None):
-            snapshots[runner.iter] = {k: v.clone() for k, v in
-                                      runner.model.state_dict().items() if 'backbone' in k}
-
-    runner.register_hook(_Snapshot())
+@pytest.mark.parametrize('config', [TINY, TINY_DINO], ids=['mocov3', 'dino'])
+def test_non_finite_loss_skip_leaves_every_parameter_and_buffer_unchanged(tmp_path, config):
+    runner = _runner(tmp_path, 'skip', nan_iters=[1], config=config)
     runner.train()
-    [guard] = [h for h in runner.hooks if type(h).__name__ == 'NonFiniteLossHook']
-    assert guard.skipped == 1 and runner.iter == 4
-    # the skipped step (iteration index 1) changed no weight; the good ones did
-    assert all(torch.equal(snapshots[1][k], snapshots[2][k]) for k in snapshots[1])
-    assert not all(torch.equal(snapshots[2][k], snapshots[3][k]) for k in snapshots[2])
+    assert _hook(runner, 'NonFiniteLossHook').skipped == 1 and runner.iter == 4
+    before = _hook(runner, '_RecordState').before
+    # the skipped step (iteration index 1) changed nothing: weights, optimizer-free EMA copies
+    # (MoCo v3's momentum encoder, DINO's teacher), their step counts, BN statistics, centre
+    assert _changed(before[1], before[2]) == []
+    # while a good step changes all of those kinds
+    moved = _changed(before[2], before[3])
+    kinds = (('momentum_encoder.', 'running_mean') if config == TINY else  # MoCo v3: BN necks
+             ('teacher.', 'head.center'))
+    for part in ('backbone.', 'decoder.') + kinds:
+        assert any(part in k for k in moved), part
     for v in runner.model.state_dict().values():
         assert torch.isfinite(v.float()).all()
+
+
+def test_max_skips_exhausted_stops_the_run_with_its_message(tmp_path):
+    runner = _runner(tmp_path, 'skip', nan_iters=[0, 2], max_skips=1)
+    with pytest.raises(FloatingPointError, match=r'non-finite loss_rec at iteration 3 \(epoch 1\)'
+                       r', after max_skips=1 skipped steps'):
+        runner.train()
+    assert _hook(runner, 'NonFiniteLossHook').skipped == 1 and runner.iter == 2
+
+
+def test_normal_steps_raise_no_warning(tmp_path):
+    runner = _runner(tmp_path, 'skip', nan_iters=[])
+    warn_always = torch.is_warn_always_enabled()
+    # torch warns once a process about e.g. float() of a tensor that requires grad: every time
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            runner.train()
+    finally:
+        torch.set_warn_always(warn_always)
+    assert runner.iter == 4 and _hook(runner, 'NonFiniteLossHook').skipped == 0
+
+
+def _ddp_worker(rank, port, images, work_dir):
+    """One of 2 gloo ranks: skip mode with max_skips=1, NaN on rank 1 only at iterations 1, 3."""
+    from repre_mm.utils.launch import adapt_to_machine
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE='2',
+                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    cfg = shrink_pretrain_cfg(Config.fromfile(TINY), images, work_dir, img=28)
+    cfg.train_cfg.max_epochs = 3  # 8 images, 2 ranks x batch 2: 2 iterations an epoch
+    cfg.launcher = 'pytorch'
+    adapt_to_machine(cfg)  # gloo, CPU DDP wrapper
+    cfg.env_cfg.dist_cfg.timeout = 60  # a rank left waiting fails in a minute, not 30
+    cfg.custom_hooks = [dict(type='NonFiniteLossHook', action='skip', max_skips=1),
+                        dict(type='_InjectNaN', iters=[1, 3], rank=1), dict(type='_RecordState')]
+    runner = Runner.from_cfg(cfg)
+    try:
+        runner.train()
+        error = None
+    except FloatingPointError as e:
+        error = str(e)
+    before = _hook(runner, '_RecordState').before
+    torch.save(dict(error=error, iter=runner.iter, skipped=_hook(runner, 'NonFiniteLossHook').skipped,
+                    changed_by_skip=_changed(before[1], before[2]),
+                    changed_by_step=_changed(before[2], before[3]),
+                    weights={k: v for k, v in before[3].items() if k.startswith('backbone.')}),
+               osp.join(work_dir, f'rank{rank}.pth'))
+
+
+def test_ddp_non_finite_loss_on_one_rank_skips_and_stops_every_rank_together(tmp_path):
+    import torch.multiprocessing as mp
+    images = write_images(str(tmp_path / 'img'), num=8, size=28)
+    work = str(tmp_path / 'work')
+    os.makedirs(work)
+    ctx = mp.get_context('spawn')
+    port = 29100 + os.getpid() % 800
+    ranks = [ctx.Process(target=_ddp_worker, args=(r, port, images, work)) for r in range(2)]
+    for p in ranks:
+        p.start()
+    deadline = time.time() + 240
+    for p in ranks:
+        p.join(max(1, deadline - time.time()))
+    hung = [r for r, p in enumerate(ranks) if p.is_alive()]
+    for p in ranks:
+        if p.is_alive():
+            p.kill()
+    assert not hung, f'ranks {hung} hung'
+    assert [p.exitcode for p in ranks] == [0, 0]
+    r0, r1 = (torch.load(osp.join(work, f'rank{r}.pth'), weights_only=True) for r in range(2))
+    # iteration index 1: both skipped (rank 0 saw finite losses); index 3: both stopped
+    assert r0['skipped'] == r1['skipped'] == 1 and r0['iter'] == r1['iter'] == 3
+    assert r1['error'].startswith('non-finite loss_rec at iteration 4 (epoch 2)')
+    assert r0['error'].startswith('non-finite loss on another rank at iteration 4 (epoch 2)')
+    assert 'after max_skips=1 skipped steps' in r0['error'] and 'max_skips=1' in r1['error']
+    for r in (r0, r1):
+        assert r['changed_by_skip'] == []
+        assert any(k.startswith('momentum_encoder.') for k in r['changed_by_step'])
+    for k, v in r0['weights'].items():  # DDP kept the ranks identical through the skip
+        assert torch.equal(v, r1['weights'][k]), k
 
 
 def test_loading_a_mismatched_backbone_is_an_error_listing_keys(tmp_path):
@@ -89,37 +197,82 @@ def test_checkpoints_with_code_are_refused(tmp_path):
         load_weights(path)
 
 
-OUR_ERRORS = ('out of range', 'shallow to deep', 'non-empty', 'one entry per x2 upsampling',
-              'not divisible by the encoder stride', 'power of two')
+# Each fault the fuzz test injects, and the one message that names it.
+FAULTS = {
+    None: None,
+    'level out of range': 'is out of range for a backbone with',
+    'levels not shallow to deep': '`levels` must be distinct and ordered shallow to deep',
+    'decoder widths of the wrong length': '`widths` needs one entry per x2 upsampling',
+    'input size not divisible by the patch': 'is not divisible by the encoder stride',
+}
+
+
+def _random_config_with(fault, rng):
+    """A random valid RePre config and input size (levels, negative ones too, widths, patch,
+    upsampling, sizes), then exactly ``fault`` injected."""
+    patch = rng.choice([2, 4, 8, 16])
+    depth = rng.randint(2, 5)
+    levels = sorted(rng.sample(range(depth), rng.randint(1, min(3, depth))))
+    levels = [lv - depth if rng.random() < 0.3 else lv for lv in levels]  # from the end
+    points = int(math.log2(patch))
+    widths = None if rng.random() < 0.5 else [rng.choice([8, 16]) for _ in range(points)]
+    size = [patch * rng.randint(max(1, 16 // patch), 40 // patch) for _ in range(2)]
+    if fault == 'level out of range':
+        levels[rng.randrange(len(levels))] = rng.choice([depth + rng.randint(0, 2),
+                                                         -depth - 1 - rng.randint(0, 2)])
+    elif fault == 'levels not shallow to deep':
+        if len(levels) == 1:
+            levels = [levels[0], levels[0]]  # the same block twice
+        else:
+            levels = levels[::-1]  # deep to shallow
+    elif fault == 'decoder widths of the wrong length':
+        widths = [rng.choice([8, 16]) for _ in range(points + rng.choice([-1, 1]))]
+    elif fault == 'input size not divisible by the patch':
+        size[rng.randrange(2)] += rng.randint(1, patch - 1)
+    framework = tiny_mocov3(img_size=32, patch_size=patch, depth=depth, dims=16)
+    cfg = tiny_repre(levels=tuple(levels), framework=framework,
+                     decoder=dict(type='MultiLevelFusionDecoder', widths=widths,
+                                  upsample=rng.choice(['pixel_shuffle', 'deconv', 'bilinear'])))
+    return cfg, size
 
 
 @pytest.mark.parametrize('seed', range(30))
-def test_random_configs_run_or_fail_with_our_errors(seed):
-    """Random levels, widths, patch and input sizes: one step runs, or one of our messages."""
+def test_random_configs_run_or_fail_with_the_message_naming_the_fault(seed):
+    """Random configs, each with one injected fault (or none, one seed in five): a clean one
+    runs a step; a faulty one fails with the one message that names its fault."""
     import random
-    from helpers import tiny_mocov3
-    rng = random.Random(seed)
-    patch = rng.choice([2, 4, 8, 16])
-    depth = rng.randint(2, 5)
-    levels = tuple(rng.sample(range(-depth - 1, depth + 1), rng.randint(1, 3)))
-    if rng.random() < 0.7:
-        levels = tuple(sorted(set(l % depth for l in levels)))  # mostly valid levels
-    points = int(math.log2(patch))
-    widths = None if rng.random() < 0.5 else [
-        rng.choice([8, 16]) for _ in range(points + rng.choice([0, 0, 1, -1]))]
-    size = [rng.choice([16, 24, 32, 36, 40]) for _ in range(2)]
-    framework = tiny_mocov3(img_size=32, patch_size=patch, depth=depth, dims=16)
-    cfg = tiny_repre(levels=levels, framework=framework,
-                     decoder=dict(type='MultiLevelFusionDecoder', widths=widths,
-                                  upsample=rng.choice(['pixel_shuffle', 'deconv', 'bilinear'])))
-    try:
+    fault = list(FAULTS)[seed % len(FAULTS)]
+    cfg, size = _random_config_with(fault, random.Random(seed))
+
+    def step():
         model = MODELS.build(cfg)
-        views = [torch.randn(2, 3, *size), torch.randn(2, 3, *size)]
-        losses = model.loss(views, None)
-    except (ValueError, KeyError, TypeError) as error:
-        assert any(phrase in str(error) for phrase in OUR_ERRORS), repr(error)
+        return model.loss([torch.randn(2, 3, *size), torch.randn(2, 3, *size)], None)
+
+    if fault is None:
+        losses = step()
+        assert torch.isfinite(losses['loss_rec']) and losses['loss_rec'] > 0
         return
-    assert torch.isfinite(losses['loss_rec']) and losses['loss_rec'] > 0
+    with pytest.raises((ValueError, KeyError, TypeError)) as error:
+        step()
+    assert FAULTS[fault] in str(error.value), (fault, repr(error.value))
+    others = [m for f, m in FAULTS.items() if m and f != fault]
+    assert not any(m in str(error.value) for m in others), repr(error.value)
+
+
+def test_our_dataset_configs_load_images_with_load_image_or_skip():
+    import glob
+    for path in glob.glob(osp.join(ROOT, 'configs/_base_/datasets/*.py')):
+        loads = []
+
+        def collect(obj):
+            if isinstance(obj, dict) and str(obj.get('type', '')).startswith('LoadImage'):
+                loads.append(obj['type'])
+            for v in (obj.values() if isinstance(obj, dict) else
+                      obj if isinstance(obj, (list, tuple)) else []):
+                collect(v)
+
+        collect(Config.fromfile(path).to_dict())
+        assert loads and set(loads) == {'LoadImageOrSkip'}, (path, loads)
 
 
 def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path):

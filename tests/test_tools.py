@@ -105,16 +105,17 @@ def test_amp_on_cpu_trains_with_bf16_autocast(images, tmp_path):
     assert len(records) == 4 and all(0 < r['loss_rec'] < 10 for r in records)
 
 
-def _exact_cfg(tmp_path, images, epochs):
+def _exact_cfg(tmp_path, images, epochs, workers=0, keep=-1, persistent=False,
+               hooks="dict(type='NonFiniteLossHook'), dict(type='RandomStateCheckpointHook')"):
     """The tiny RePre config with this test's data, deterministic, logging every iteration."""
-    path = str(tmp_path / 'exact.py')
+    path = str(tmp_path / f'exact_w{workers}_{len(hooks)}_{persistent}.py')
     with open(path, 'w') as f:
         f.write(f"""_base_ = {TINY!r}
-train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+train_dataloader = dict(batch_size=4, num_workers={workers}, persistent_workers={persistent},
                         dataset=dict(data_root={images!r}, data_prefix=''))
 train_cfg = dict(max_epochs={epochs})
-custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='RandomStateCheckpointHook')]
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(max_keep_ckpts=-1))
+custom_hooks = [{hooks}]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(max_keep_ckpts={keep}))
 randomness = dict(seed=0, deterministic=True)
 """)
     return path
@@ -124,15 +125,35 @@ def _losses_by_iter(work_dir):
     return {r['iter']: (r['loss'], r['loss_rec']) for r in _scalars(work_dir)}
 
 
-def test_resumed_run_reproduces_the_uninterrupted_losses(images, tmp_path):
-    epochs = 6  # 16 images, batch 4: 24 iterations
-    cfg = _exact_cfg(tmp_path, images, epochs)
-    reference = str(tmp_path / 'reference')
-    subprocess.run([sys.executable, 'tools/train.py', cfg, '--work-dir', reference], cwd=ROOT,
-                   env=_env(), check=True, timeout=300, capture_output=True)
-    expected = _losses_by_iter(reference)
-    assert sorted(expected) == list(range(1, 25))
+def _assert_same_losses(resumed, expected, first):
+    assert sorted(resumed) == list(range(first, max(expected) + 1))
+    for it in resumed:
+        assert resumed[it] == pytest.approx(expected[it], rel=1e-5, abs=1e-6), it
 
+
+def _pointer_epoch(work_dir):
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        return int(osp.basename(f.read().strip())[6:-4])
+
+
+EPOCHS = 4  # 16 images, batch 4: 16 iterations
+
+
+@pytest.fixture(scope='module')
+def reference(images, tmp_path_factory):
+    """An uninterrupted run: its work directory (every epoch's checkpoint) and its losses."""
+    tmp = tmp_path_factory.mktemp('reference')
+    work = str(tmp / 'work')
+    subprocess.run([sys.executable, 'tools/train.py', _exact_cfg(tmp, images, EPOCHS),
+                    '--work-dir', work], cwd=ROOT, env=_env(), check=True, timeout=300,
+                   capture_output=True)
+    expected = _losses_by_iter(work)
+    assert sorted(expected) == list(range(1, 4 * EPOCHS + 1))
+    return work, expected
+
+
+def test_resumed_run_reproduces_the_uninterrupted_losses(images, reference, tmp_path):
+    cfg = _exact_cfg(tmp_path, images, EPOCHS)
     work = str(tmp_path / 'work')
     cmd = [sys.executable, 'tools/train.py', cfg, '--work-dir', work]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
@@ -142,16 +163,138 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(images, tmp_path):
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # mid-epoch: a checkpoint exists, the run goes on
     proc.wait()
-    with open(osp.join(work, 'last_checkpoint')) as f:
-        latest = int(osp.basename(f.read().strip())[6:-4])
-    assert latest < epochs
+    latest = _pointer_epoch(work)
+    assert latest < EPOCHS
     subprocess.run(cmd + ['--resume'], cwd=ROOT, env=_env(), check=True, timeout=300,
                    capture_output=True)
+    _assert_same_losses(_losses_by_iter(work), reference[1], first=latest * 4 + 1)
+
+
+# Test only, put on PYTHONPATH: the fsync of the checkpoint named in REPRE_TEST_BLOCK_SAVE (the
+# data written, the rename not done) keeps only half of the bytes, says so in a flag file and
+# waits to be killed: the process dies in the middle of that save.
+_BLOCK_SAVE = """
+import os, signal
+_target, _fsync = os.environ.get('REPRE_TEST_BLOCK_SAVE'), os.fsync
+
+def _fsync_or_die_here(fd):
+    path = os.readlink(f'/proc/self/fd/{fd}')
+    if _target and os.path.basename(path).startswith('.' + _target + '.'):
+        os.ftruncate(fd, os.fstat(fd).st_size // 2)
+        with open(os.environ['REPRE_TEST_BLOCKED'], 'w') as f:
+            f.write(path)
+        signal.pause()
+    return _fsync(fd)
+
+os.fsync = _fsync_or_die_here
+"""
+
+
+def test_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(
+        images, reference, tmp_path):
+    hooks = tmp_path / 'sitecustomize'
+    hooks.mkdir()
+    (hooks / 'sitecustomize.py').write_text(_BLOCK_SAVE)
+    blocked = str(tmp_path / 'blocked')
+    work = str(tmp_path / 'work')
+    # max_keep_ckpts=2, as in the shipped config
+    cmd = [sys.executable, 'tools/train.py', _exact_cfg(tmp_path, images, EPOCHS, keep=2),
+           '--work-dir', work]
+    env = _env()
+    env.update(PYTHONPATH=str(hooks) + os.pathsep + env['PYTHONPATH'],
+               REPRE_TEST_BLOCK_SAVE='epoch_3.pth', REPRE_TEST_BLOCKED=blocked)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while not osp.exists(blocked) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert osp.exists(blocked), 'the run never reached the save of epoch_3.pth'
+    # killed mid-save: half a checkpoint under a temporary name, nothing under the final one
+    [partial] = [f for f in os.listdir(work) if f.startswith('.epoch_3.pth.partial-')]
+    assert osp.getsize(osp.join(work, partial)) < osp.getsize(osp.join(reference[0],
+                                                                       'epoch_3.pth'))
+    assert sorted(f for f in os.listdir(work) if f.endswith('.pth')) == ['epoch_1.pth',
+                                                                         'epoch_2.pth']
+    assert _pointer_epoch(work) == 2  # epoch_1.pth is removed only once epoch_3.pth exists
+
+    out = subprocess.run(cmd + ['--resume'], cwd=ROOT, env=_env(), timeout=300,
+                         capture_output=True, text=True)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert 'resumed epoch: 2' in log, log[-3000:]
+    _assert_same_losses(_losses_by_iter(work), reference[1], first=2 * 4 + 1)
+    # the resumed run's first save removed the killed one's temporary file
+    assert sorted(f for f in os.listdir(work) if f.endswith('.pth') or '.partial-' in f) == [
+        'epoch_3.pth', 'epoch_4.pth']
+
+
+def test_resume_from_a_given_checkpoint(images, reference, tmp_path):
+    work = str(tmp_path / 'work')
+    os.makedirs(work)
+    # the work directory's pointer names another checkpoint: --resume PATH wins
+    with open(osp.join(work, 'last_checkpoint'), 'w') as f:
+        f.write(osp.join(reference[0], 'epoch_3.pth'))
+    out = subprocess.run([sys.executable, 'tools/train.py', _exact_cfg(tmp_path, images, EPOCHS),
+                          '--work-dir', work, '--resume', osp.join(reference[0], 'epoch_1.pth')],
+                         cwd=ROOT, env=_env(), timeout=300, capture_output=True, text=True)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert 'resumed epoch: 1' in log, log[-3000:]
+    _assert_same_losses(_losses_by_iter(work), reference[1], first=1 * 4 + 1)
+
+
+def test_without_the_random_state_hook_a_resumed_run_differs(images, reference, tmp_path):
+    # the negative control of the exact-resume tests: the checkpoint holds the generators, but
+    # nothing restores them
+    work = str(tmp_path / 'work')
+    cfg = _exact_cfg(tmp_path, images, EPOCHS, hooks="dict(type='NonFiniteLossHook')")
+    subprocess.run([sys.executable, 'tools/train.py', cfg, '--work-dir', work, '--resume',
+                    osp.join(reference[0], 'epoch_1.pth')], cwd=ROOT, env=_env(), check=True,
+                   timeout=300, capture_output=True)
     resumed = _losses_by_iter(work)
-    first = latest * 4 + 1
-    assert sorted(resumed) == list(range(first, 25))
-    for it in resumed:
-        assert resumed[it] == pytest.approx(expected[it], rel=1e-5, abs=1e-6), it
+    assert sorted(resumed) == list(range(5, 4 * EPOCHS + 1))
+    assert resumed[5] != pytest.approx(reference[1][5], rel=1e-5, abs=1e-6)
+
+
+def _full_and_resumed_with_workers(images, tmp_path, persistent, epochs=3):
+    cfg = _exact_cfg(tmp_path, images, epochs, workers=2, persistent=persistent)
+    full, resumed = str(tmp_path / 'full'), str(tmp_path / 'resumed')
+    subprocess.run([sys.executable, 'tools/train.py', cfg, '--work-dir', full], cwd=ROOT,
+                   env=_env(), check=True, timeout=300, capture_output=True)
+    subprocess.run([sys.executable, 'tools/train.py', cfg, '--work-dir', resumed, '--resume',
+                    osp.join(full, 'epoch_1.pth')], cwd=ROOT, env=_env(), check=True,
+                   timeout=300, capture_output=True)
+    expected = _losses_by_iter(full)
+    assert sorted(expected) == list(range(1, 4 * epochs + 1))
+    return expected, _losses_by_iter(resumed)
+
+
+def test_exact_resume_with_two_dataloader_workers(images, tmp_path):
+    # worker processes draw the augmentations: mmengine seeds them from (seed, rank, worker),
+    # and with persistent_workers=False every epoch restarts them from those seeds
+    expected, resumed = _full_and_resumed_with_workers(images, tmp_path, persistent=False)
+    _assert_same_losses(resumed, expected, first=5)
+
+
+def test_persistent_workers_make_the_resume_inexact(images, tmp_path):
+    # persistent workers carry their random streams over epochs; no checkpoint holds them, and
+    # the resumed run's new workers start from the seeds again
+    expected, resumed = _full_and_resumed_with_workers(images, tmp_path, persistent=True)
+    assert sorted(resumed) == list(range(5, 13))
+    assert resumed[5] != pytest.approx(expected[5], rel=1e-5, abs=1e-6)
+
+
+def test_empty_data_root_fails_before_training_with_the_fix(tmp_path):
+    from mmengine.config import Config
+    from repre_mm.utils.launch import check_data_paths
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(data_root=str(tmp_path)))))
+    with pytest.raises(FileNotFoundError, match=r'is empty\. .*--cfg-options '
+                       r'train_dataloader\.dataset\.data_root=/path/to/data'):
+        check_data_paths(cfg)
+    (tmp_path / 'a.jpg').write_bytes(b'')
+    check_data_paths(cfg)  # not empty: no error
 
 
 def test_missing_data_root_fails_before_training_with_the_fix(tmp_path):

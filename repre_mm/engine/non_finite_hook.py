@@ -1,10 +1,8 @@
 """Stop (or skip the step) when a loss term is NaN or inf, naming the term and the iteration."""
-import math
-from typing import List
+from typing import Dict, List
 
 import torch
-import torch.distributed as dist
-from mmengine.dist import is_distributed
+from mmengine.dist import all_reduce, is_distributed
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
@@ -18,12 +16,19 @@ class NonFiniteLossHook(Hook):
     It checks each loss term of the model's ``parse_losses`` before the optimizer steps.
     ``action='stop'`` (default) raises ``FloatingPointError`` naming the term(s) and the
     iteration, before the bad update and before any checkpoint of it. ``action='skip'`` drops
-    the step (no optimizer update; gradients cleared), logs it, and stops after ``max_skips``
-    skipped steps. In distributed runs the decision is all-reduced, so every rank skips together.
+    the step: no optimizer update, gradients cleared, and every buffer and frozen parameter the
+    forward pass changed (a momentum encoder or teacher updated in ``loss``, BatchNorm
+    statistics, DINO's centre) is restored; it logs the step and stops once ``max_skips`` steps
+    have been skipped. In distributed runs the decision is all-reduced, so every rank skips (or
+    stops) at the same iteration.
+
+    With ``'skip'`` the hook copies the buffers and frozen parameters before each step (for
+    MoCo v3 about one encoder's worth of memory): the price of an exact skip.
 
     Args:
         action (str): ``'stop'`` or ``'skip'``. Defaults to ``'stop'``.
-        max_skips (int): with ``'skip'``, stop after this many skipped steps. Defaults to 10.
+        max_skips (int): with ``'skip'``, a non-finite step after this many skipped ones stops
+            the run. Defaults to 10.
     """
     priority = 'VERY_HIGH'
 
@@ -32,7 +37,25 @@ class NonFiniteLossHook(Hook):
             raise ValueError(f"action={action!r}: use 'stop' or 'skip'.")
         self.action, self.max_skips = action, max_skips
         self.skipped = 0
-        self._bad_terms: List[str] = []
+        self._log_vars: Dict[str, torch.Tensor] = {}
+        self._saved: List[torch.Tensor] = []
+
+    @staticmethod
+    def _state_outside_optimizer(model) -> List[torch.Tensor]:
+        """The tensors a forward pass may change in place: buffers and parameters the optimizer
+        does not own (``requires_grad=False``, e.g. an EMA copy)."""
+        return list(model.buffers()) + [p for p in model.parameters() if not p.requires_grad]
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self.action == 'skip':
+            model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            self._saved = [t.detach().clone() for t in self._state_outside_optimizer(model)]
+
+    def _non_finite_terms(self) -> List[str]:
+        names = list(self._log_vars)
+        # detached: float() of a tensor that requires grad warns on every step; one sync
+        values = torch.stack([v.detach().float().reshape(()) for v in self._log_vars.values()])
+        return [n for n, ok in zip(names, torch.isfinite(values).tolist()) if not ok]
 
     def before_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
@@ -41,28 +64,35 @@ class NonFiniteLossHook(Hook):
 
         def checked_parse_losses(losses):
             loss, log_vars = parse_losses(losses)
-            self._bad_terms = [k for k, v in log_vars.items() if not math.isfinite(float(v))]
+            self._log_vars = log_vars
             return loss, log_vars
 
         def guarded_update_params(loss, *args, **kwargs):
-            bad = torch.tensor(float(bool(self._bad_terms)))
+            bad_terms = self._non_finite_terms()
+            bad = torch.tensor(float(bool(bad_terms)))
             if is_distributed():
-                dist.all_reduce(bad)  # one rank's NaN stops or skips every rank
+                all_reduce(bad)  # one rank's NaN stops or skips every rank (any backend)
             if not bad.item():
                 return update_params(loss, *args, **kwargs)
-            where = (f'non-finite {", ".join(self._bad_terms) or "loss on another rank"} at '
+            where = (f'non-finite {", ".join(bad_terms) or "loss on another rank"} at '
                      f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})')
-            if self.action == 'stop' or self.skipped >= self.max_skips:
+            if self.action == 'stop':
                 raise FloatingPointError(
                     f'{where}. Training stopped before the update. Lower the learning rate, '
                     f'check the data, or use NonFiniteLossHook(action="skip").')
+            if self.skipped >= self.max_skips:
+                raise FloatingPointError(
+                    f'{where}, after max_skips={self.max_skips} skipped steps. Training stopped '
+                    f'before the update. Lower the learning rate or check the data.')
             self.skipped += 1
             runner.logger.warning(f'{where}: step skipped ({self.skipped} so far)')
-            # Backward a zero built from the parameters, so that DDP's gradient reduction of
-            # this step completes on every rank; then drop the gradients without a step.
-            params = [p for p in model.parameters() if p.requires_grad]
-            optim_wrapper.backward(sum((p * 0).sum() for p in params))
+            # The backward of the step's own loss runs DDP's gradient reduction exactly as in a
+            # normal step on every rank (a different graph could hang it); the non-finite
+            # gradients are then dropped without a step.
+            optim_wrapper.backward(loss)
             optim_wrapper.zero_grad()
+            for saved, tensor in zip(self._saved, self._state_outside_optimizer(model)):
+                tensor.data.copy_(saved)
 
         model.parse_losses = checked_parse_losses
         optim_wrapper.update_params = guarded_update_params

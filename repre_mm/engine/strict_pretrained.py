@@ -10,6 +10,7 @@ from mmengine.logging import print_log
 from mmengine.model.weight_init import PretrainedInit
 from mmengine.registry import WEIGHT_INITIALIZERS
 
+from .. import compat
 from ..utils.checkpoint import load_strict, load_weights
 
 
@@ -24,8 +25,9 @@ class CheckedPretrainedInit(PretrainedInit):
         self.strict = strict
 
     def __call__(self, module):
-        if not self.strict:
-            return super().__call__(module)
+        if not self.strict:  # mmengine's torch.load, admitting a training checkpoint's extras
+            with compat.mmengine_checkpoint_loading():
+                return super().__call__(module)
         print_log(f'load {self.prefix or "all keys"} from {self.checkpoint} (strict)',
                   logger='current')
         load_strict(module, load_weights(self.checkpoint), prefix=self.prefix,

@@ -7,8 +7,12 @@ from torch import nn
 
 def load_weights(path: str) -> Dict[str, torch.Tensor]:
     """The state dict of a checkpoint file (an mmengine checkpoint or a bare state dict),
-    loaded with ``weights_only=True``: a checkpoint cannot run code on this machine."""
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    loaded with ``weights_only=True``: a checkpoint cannot run code on this machine. The
+    message hub an mmengine training checkpoint also holds is admitted (see
+    ``repre_mm.compat.mmengine_checkpoint_loading``), nothing else."""
+    from .. import compat
+    with compat.mmengine_checkpoint_loading():
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     if isinstance(checkpoint, dict) and 'state_dict' in checkpoint:
         checkpoint = checkpoint['state_dict']
     if not isinstance(checkpoint, dict) or not all(
