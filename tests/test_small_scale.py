@@ -135,7 +135,7 @@ def test_small_scale_on_a_colour_image_folder(tmp_path, size, ext, patch):
     mean, std = write_folder(data, size, ext)
     out = str(tmp_path / 'out')
     summary, stdout = run_small_scale(out, '--data', data, '--methods', 'baseline', 'repre',
-                                      '--dense-mosaics', '40', '20')
+                                      '--dense-mosaics', '40', '20', '--batch-size', '8')
     info = summary['data_info']
     assert info['colour'] and info['img_size'] == size and info['patch'] == patch
     assert info['num_train'] == 36 and info['num_test'] == 18 and len(info['classes']) == 3

@@ -641,6 +641,10 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     t_start = time.time()
     data = prepare_data(args)
+    per_epoch = total_iterations(args, data, None) // args.epochs
+    if per_epoch < 2:  # the warm-up (a tenth of the run, at least half an epoch) needs 1 step
+        raise SystemExit(f'{per_epoch} batch(es) of {args.batch_size} per epoch: too few for the '
+                         f'learning-rate warm-up; pass a smaller --batch-size.')
     walls, extra = plan_runs(args, args.methods, list(range(args.seeds)), data)
     # the untrained-encoder reference and the evaluation loaders come from the first method
     first = next(m for m in args.methods if m != 'baseline_equal_compute')
