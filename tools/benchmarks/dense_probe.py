@@ -20,14 +20,12 @@ sys.path.insert(0, ROOT)
 import repre_mm  # noqa: E402,F401,I001  (compat patches first)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
-from mmpretrain.registry import MODELS  # noqa: E402
+from repre_mm.apis import init_model  # noqa: E402
 from repre_mm.datasets import load_fashion_mnist, load_image_folder  # noqa: E402
 from repre_mm.evaluation import DenseProbe  # noqa: E402
 from repre_mm.evaluation.dense_probe import FINAL, check_block  # noqa: E402
-from repre_mm.utils.checkpoint import load_strict, load_weights  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -50,20 +48,6 @@ def parse_args(argv=None):
     parser.add_argument('--pixels', action='store_true', help='also score raw pixels')
     parser.add_argument('--out', help='write the scores as JSON here')
     return parser.parse_args(argv)
-
-
-def load_model(config, checkpoint):
-    cfg = Config.fromfile(config)
-    cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    if checkpoint != 'none':
-        weights = load_weights(checkpoint)
-        if any(k.startswith('backbone.') for k in weights):
-            load_strict(model, weights, source=checkpoint)
-        else:  # a bare backbone (extract_backbone.py)
-            load_strict(model.backbone, weights, source=checkpoint)
-    return model.eval(), cfg
 
 
 def items(args, size):
@@ -92,7 +76,7 @@ def main(argv=None):
     args = parse_args(argv)
     init_default_scope('mmpretrain')
     torch.set_grad_enabled(False)
-    model, cfg = load_model(args.config, args.checkpoint)
+    model = init_model(args.config, None if args.checkpoint == 'none' else args.checkpoint)
     backbone = model.backbone
     blocks = [b if b == FINAL else int(b) for b in args.blocks]
     for block in blocks:
