@@ -83,6 +83,18 @@ def test_small_scale_quick(tmp_path, framework):
     # each run's exact config is kept next to its results
     assert sorted(os.listdir(osp.join(out, 'configs'))) == sorted(
         f'{m}_seed{s}.py' for m in methods for s in range(2))
+    if framework == 'mocov3':
+        # started again: every run and its scores are reused, and the summary is the same
+        again, stdout = run_small_scale(out, '--framework', framework, '--methods', *methods)
+        assert stdout.count('[train] reusing') == 6 and '[train] started' not in stdout
+        assert stdout.count('[eval] reusing the stored scores') == 7  # 6 runs + the references
+        assert again['results'] == summary['results']
+        assert again['references'] == summary['references']
+        # a checkpoint trained anew is scored anew
+        import small_scale as ss
+        os.utime(ss.checkpoint_of(osp.join(out, 'repre_seed1')))
+        _, stdout = run_small_scale(out, '--framework', framework, '--methods', *methods)
+        assert stdout.count('[eval] reusing the stored scores') == 6
 
 
 def test_equal_compute_iterations_follow_the_measured_time_ratio(tmp_path, monkeypatch):

@@ -12,8 +12,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmpretrain.registry import MODELS
-from repre_mm.visualization import (cls_attention, load_model, normalise, read_image,
-                                    reconstruct, to_pixels)
+from repre_mm.apis import init_model
+from repre_mm.visualization import cls_attention, normalise, read_image, reconstruct, to_pixels
 from helpers import shrink_pretrain_cfg, tiny_repre, views, write_images
 
 ROOT = osp.dirname(osp.dirname(__file__))
@@ -34,7 +34,7 @@ def checkpoints(tmp_path_factory):
     out = {}
     for name, config in CONFIGS.items():
         torch.manual_seed(0)
-        model = load_model(osp.join(ROOT, config), None)
+        model = init_model(osp.join(ROOT, config))
         path = str(folder / f'{name}.pth')
         torch.save(dict(state_dict=model.state_dict(), meta=dict()), path)
         out[name] = (osp.join(ROOT, config), path)
@@ -90,7 +90,7 @@ def test_vis_reconstruction_writes_colour_grids(name, checkpoints, user_images, 
     written = vis_reconstruction.main([config, ckpt, *user_images, '--out', out])
     assert written == [osp.join(out, 'colour_reconstruction.png'),
                        osp.join(out, 'grey_reconstruction.png')]
-    model = load_model(config, ckpt)
+    model = init_model(config, ckpt, bare_backbone=False)
     for path, image in zip(user_images, written):
         grid = _read_rgb(image)
         assert grid.shape == (PANEL, 3 * PANEL, 3)  # input | reconstruction | error
@@ -119,6 +119,15 @@ def test_vis_reconstruction_refuses_a_baseline_and_a_mismatched_checkpoint(
     # a RePre config with the baseline's checkpoint: no decoder keys -> an error, no picture
     with pytest.raises(KeyError, match='missing keys'):
         vis_reconstruction.main([checkpoints['repre_mocov3'][0], ckpt, user_images[0],
+                                 '--out', str(tmp_path)])
+    # a bare backbone of the RePre run: the decoder would keep its initial weights -> refused
+    state = torch.load(checkpoints['repre_mocov3'][1], map_location='cpu',
+                       weights_only=False)['state_dict']
+    bare = str(tmp_path.parent / 'bare_backbone.pth')
+    torch.save({k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')},
+               bare)
+    with pytest.raises(KeyError, match='missing keys'):
+        vis_reconstruction.main([checkpoints['repre_mocov3'][0], bare, user_images[0],
                                  '--out', str(tmp_path)])
     assert not os.listdir(tmp_path)
 

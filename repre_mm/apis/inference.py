@@ -10,7 +10,7 @@
 mmpretrain's ``get_model`` / ``FeatureExtractor`` need a ``test_dataloader``, which
 pre-training configs do not have; these helpers need only the model part of the config.
 """
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -26,8 +26,9 @@ from ..utils.checkpoint import load_strict, load_weights
 ImageLike = Union[str, np.ndarray]
 
 
-def init_model(config: Union[str, Config], checkpoint: str = None,
-               device: Union[str, torch.device] = 'cpu') -> nn.Module:
+def init_model(config: Union[str, Config], checkpoint: Optional[str] = None,
+               device: Union[str, torch.device] = 'cpu', cfg_options: Optional[dict] = None,
+               bare_backbone: bool = True) -> nn.Module:
     """The model of a pre-training config, in eval mode on ``device``.
 
     Args:
@@ -35,8 +36,14 @@ def init_model(config: Union[str, Config], checkpoint: str = None,
         checkpoint (str, optional): a checkpoint of that config (every key must match), or a bare
             backbone (tools/model_converters/extract_backbone.py). None: the initial weights.
         device: where the model runs.
+        cfg_options (dict, optional): overrides merged into the config.
+        bare_backbone (bool): whether a bare-backbone checkpoint is accepted. The visualisers
+            pass False: a decoder left at its initial weights would draw plausible but wrong
+            pictures.
     """
     cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     # as mmengine's Runner does: the top-level data_preprocessor belongs to the model
     cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
@@ -44,7 +51,7 @@ def init_model(config: Union[str, Config], checkpoint: str = None,
     model.init_weights()
     if checkpoint is not None:
         weights = load_weights(checkpoint)
-        if any(k.startswith('backbone.') for k in weights):
+        if not bare_backbone or any(k.startswith('backbone.') for k in weights):
             load_strict(model, weights, source=checkpoint)
         else:
             load_strict(model.backbone, weights, source=checkpoint)

@@ -1,40 +1,11 @@
-"""Models from a config and a checkpoint, and user images at the encoder's input size, for the
-visualisation tools."""
+"""User images at the encoder's input size, for the visualisation tools (models come from
+:func:`repre_mm.apis.init_model`)."""
 import os.path as osp
-from typing import Optional, Tuple
+from typing import Tuple
 
 import mmcv
 import numpy as np
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from torch import nn
-
-from mmpretrain.registry import MODELS
-from ..utils.checkpoint import load_strict, load_weights
-
-
-def load_model(config: str, checkpoint: Optional[str], device: str = 'cpu',
-               cfg_options: Optional[dict] = None) -> nn.Module:
-    """The pre-training model of ``config`` with the weights of ``checkpoint``, in eval mode.
-
-    Args:
-        config (str): a pre-training config (RePre or baseline).
-        checkpoint (str, optional): an mmengine checkpoint or a bare state dict; every key must
-            match (a half-loaded model would show plausible but wrong pictures). None keeps the
-            initial weights (for tests and smoke runs).
-        device (str): e.g. ``'cpu'`` or ``'cuda:0'``.
-        cfg_options (dict, optional): overrides merged into the config.
-    """
-    init_default_scope('mmpretrain')  # the model is built outside a Runner
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    # as mmengine's Runner does: the top-level data_preprocessor belongs to the model
-    cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
-    model = MODELS.build(cfg.model)
-    if checkpoint is not None:
-        load_strict(model, load_weights(checkpoint), source=checkpoint)
-    return model.to(device).eval()
 
 
 def input_size(model: nn.Module) -> Tuple[int, int]:

@@ -18,9 +18,12 @@ trains the baseline for as many more iterations as RePre's measured extra time b
 
 Writes <out>/results.json, <out>/results.md and <out>/reconstructions.png; each run's exact
 config under <out>/configs/ (an ordinary mmpretrain config: tools/train.py trains it as it is).
-A run whose checkpoint exists with an identical config is reused, not trained again.
+A run whose checkpoint exists with an identical config is reused, not trained again, and its
+scores (<run>/scores.json, keyed by the checkpoint and the evaluation settings) are not computed
+again.
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -40,13 +43,12 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmpretrain.registry import MODELS  # noqa: E402
+from repre_mm.apis import init_model  # noqa: E402
 from repre_mm.datasets import (inspect_image_folder, load_fashion_mnist,  # noqa: E402
                                load_image_folder, write_image_folder)
 from repre_mm.evaluation import (DenseProbe, features_from_dataloader,  # noqa: E402
                                  knn_accuracy, linear_probe_accuracy)
 from repre_mm.evaluation.dense_probe import FINAL, default_block  # noqa: E402
-from repre_mm.utils.checkpoint import load_strict, load_weights  # noqa: E402
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
 from repre_mm.visualization.reconstruction import (reconstruct,  # noqa: E402
                                                    reconstruction_grid, to_pixels)
@@ -77,6 +79,10 @@ VARIANTS = {
 METHODS = ('baseline', 'baseline_equal_compute') + tuple(VARIANTS)
 METRICS = ('knn_cls', 'knn_patch_mean', 'linear_cls', 'dense_miou', 'dense_miou_mid',
            'dense_pixel_acc')
+WALL_FILE = 'train_wall_s.json'  # a finished run's wall clock, kept for when it is reused
+SCORES_FILE = 'scores.json'  # a run's evaluation with the key it was computed under
+# bump when the evaluation code changes what it measures: stored scores then no longer match
+EVALUATION_VERSION = 1
 METRIC_NAMES = dict(knn_cls='k-NN CLS', knn_patch_mean='k-NN mean patch', linear_cls='linear CLS',
                     dense_miou='dense mIoU (final)', dense_miou_mid='dense mIoU (mid block)',
                     dense_pixel_acc='dense pixel acc (final)')
@@ -257,7 +263,7 @@ def train_all(args, runs, data):
     """Runs every (method, seed, iters) as tools/train.py, ``args.jobs`` at a time, one thread
     each; ``iters`` may be a function, called when the run starts (it can depend on runs that
     finished before). A run whose checkpoint exists with the same config is reused. Returns
-    {(method, seed): wall seconds (None when reused)}."""
+    {(method, seed): wall seconds} (a reused run's own, None if it was not recorded)."""
     queue, running, done = list(runs), {}, {}
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1',
                PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
@@ -272,7 +278,7 @@ def train_all(args, runs, data):
             write_run_config(args, data, method, seed, iters)
             if previous == open(config).read() and checkpoint_of(work_dir):
                 print(f'[train] reusing {method} seed {seed} ({checkpoint_of(work_dir)})')
-                done[(method, seed)] = None
+                done[(method, seed)] = _read_json(osp.join(work_dir, WALL_FILE), {}).get('wall_s')
                 continue
             log = open(osp.join(args.out, f'{method}_seed{seed}.log'), 'w')
             cmd = [sys.executable, osp.join(ROOT, 'tools/train.py'), config, '--work-dir',
@@ -287,6 +293,8 @@ def train_all(args, runs, data):
                 if proc.returncode != 0:
                     raise RuntimeError(f'{key[0]} seed {key[1]} failed; see {log.name}')
                 done[key] = time.time() - t0
+                with open(osp.join(args.out, f'{key[0]}_seed{key[1]}', WALL_FILE), 'w') as f:
+                    json.dump(dict(wall_s=done[key]), f)
                 del running[key]
                 print(f'[train] finished {key[0]} seed {key[1]} in {done[key]:.0f} s '
                       f'({len(done)}/{len(done) + len(running) + len(queue)})')
@@ -299,6 +307,14 @@ def train_all(args, runs, data):
                 + (f'; ETA {_eta(timed, running, queue, args.jobs):.0f} s' if timed else ''))
         time.sleep(1)
     return done
+
+
+def _read_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return default
 
 
 def _progress(work_dir, total):
@@ -372,15 +388,10 @@ def plan_runs(args, methods, seeds, data):
 
 # --- evaluation ------------------------------------------------------------------------------
 def build_model(config_path, checkpoint=None, seed=0):
+    """(model, config) of a run; ``seed`` draws the initial weights of an untrained one."""
     cfg = Config.fromfile(config_path)
-    # as mmengine's Runner does: the top-level data_preprocessor belongs to the model
-    cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
     torch.manual_seed(seed)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    if checkpoint is not None:
-        load_strict(model, load_weights(checkpoint), source=checkpoint)
-    return model.eval(), cfg
+    return init_model(cfg, checkpoint), cfg
 
 
 def eval_loaders(cfg, data_root):
@@ -543,6 +554,33 @@ def all_comparisons(results):
 
 
 # --- main ------------------------------------------------------------------------------------
+def evaluation_key(args, config, checkpoint=None):
+    """What a stored evaluation depends on: the evaluation settings and code version, the
+    config's text (it is written anew at every start) and the checkpoint's path, size and
+    modification time (a retrained checkpoint changes them)."""
+    with open(config, 'rb') as f:
+        config_hash = hashlib.sha256(f.read()).hexdigest()
+    stat = os.stat(checkpoint) if checkpoint else None
+    return dict(version=EVALUATION_VERSION, data=args.data or args.source,
+                train_per_class=args.train_per_class, test_per_class=args.test_per_class,
+                dense_mosaics=list(args.dense_mosaics), config=config_hash,
+                checkpoint=[osp.abspath(checkpoint), stat.st_size, stat.st_mtime_ns]
+                if checkpoint else None)
+
+
+def stored_or_computed(path, key, compute, what):
+    """The scores stored at ``path`` under ``key``, else ``compute()`` (then stored): finished
+    runs are not evaluated again when a benchmark or study is restarted."""
+    stored = _read_json(path, {})
+    if stored.get('key') == key:
+        print(f'[eval] reusing the stored scores of {what} ({path})')
+        return stored['scores']
+    scores = compute()
+    with open(path, 'w') as f:
+        json.dump(dict(key=key, scores=scores), f, indent=2)
+    return scores
+
+
 def evaluate_runs(args, data, walls, framework_cfg):
     """Scores every trained run and the references; returns (results, references, picture)."""
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -551,36 +589,50 @@ def evaluate_runs(args, data, walls, framework_cfg):
     loaders = eval_loaders(cfg, data['root'])
     probe = make_dense_probe(args, data, cfg)
     seeds = sorted({s for _, s in walls})
-    untrained = []
-    for seed in seeds:
-        model, _ = build_model(framework_cfg, seed=seed)
-        untrained.append(evaluate(model, loaders, probe))
-    pixels = probe.score_pixels()
-    references = dict(untrained=untrained, raw_pixels=dict(
-        knn=raw_pixel_knn(loaders, model), dense_miou=pixels['miou'],
-        dense_pixel_acc=pixels['pixel_acc']))
+
+    def score_references():
+        untrained = [evaluate(build_model(framework_cfg, seed=seed)[0], loaders, probe)
+                     for seed in seeds]
+        pixels = probe.score_pixels()
+        return dict(untrained=untrained, raw_pixels=dict(
+            knn=raw_pixel_knn(loaders, model), dense_miou=pixels['miou'],
+            dense_pixel_acc=pixels['pixel_acc']))
+
+    references = stored_or_computed(
+        osp.join(args.out, 'references.json'), dict(evaluation_key(args, framework_cfg),
+                                                    seeds=seeds),
+        score_references, 'the references')
     results, picture = [], None
     for (method, seed), wall in walls.items():
         work_dir = osp.join(args.out, f'{method}_seed{seed}')
         config = osp.join(args.out, 'configs', f'{method}_seed{seed}.py')
-        model, run_cfg = build_model(config, checkpoint_of(work_dir))
+        checkpoint = checkpoint_of(work_dir)
+        model, run_cfg = build_model(config, checkpoint)
+
+        def score_run():
+            scores = dict(evaluate(model, loaders, probe), psnr=None)
+            if not method.startswith('baseline'):
+                scores['psnr'] = reconstruction_psnr(model, held_out_images(model, loaders[1],
+                                                                            num=200))
+            return scores
+
+        scores = stored_or_computed(osp.join(work_dir, SCORES_FILE),
+                                    evaluation_key(args, config, checkpoint), score_run,
+                                    f'{method} seed {seed}')
+        if method == 'repre' and picture is None:
+            picture = osp.join(args.out, 'reconstructions.png')
+            save_reconstructions(model, held_out_images(model, loaders[1], num=10,
+                                                        one_per_class=True), picture)
         records = train_records(work_dir)
         loss_key = 'loss' if method.startswith('baseline') else 'loss_rec'
         iter_time = statistics.median(r['time'] for r in records)
-        result = dict(method=method, seed=seed, **evaluate(model, loaders, probe), wall_s=wall,
+        result = dict(method=method, seed=seed, **scores, wall_s=wall,
                       images_per_s=run_cfg.train_dataloader.batch_size / iter_time,
                       iter_time_s=iter_time, loss_key=loss_key,
                       # means of the first and the last three logged values
                       loss_first=statistics.mean(r[loss_key] for r in records[:3]),
                       loss_last=statistics.mean(r[loss_key] for r in records[-3:]),
-                      iterations=records[-1]['iter'], psnr=None)
-        if not method.startswith('baseline'):
-            images = held_out_images(model, loaders[1], num=200)
-            result['psnr'] = reconstruction_psnr(model, images)
-            if method == 'repre' and picture is None:
-                picture = osp.join(args.out, 'reconstructions.png')
-                save_reconstructions(model, held_out_images(model, loaders[1], num=10,
-                                                        one_per_class=True), picture)
+                      iterations=records[-1]['iter'])
         results.append(result)
         print(f'[eval] {method} seed {seed}: ' + ', '.join(
             f'{METRIC_NAMES[m]} {result[m]:.2f}' for m in METRICS) +

@@ -20,8 +20,9 @@ import mmcv  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
+from repre_mm.apis import init_model  # noqa: E402
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
-from repre_mm.visualization import (attention_grid, input_size, load_model, normalise,  # noqa
+from repre_mm.visualization import (attention_grid, input_size, normalise,  # noqa: E402
                                     read_image)
 
 
@@ -46,7 +47,8 @@ def main(argv=None):
     """Returns the paths written."""
     args = parse_args(argv)
     quiet_mmengine()
-    model = load_model(args.config, args.checkpoint, args.device, args.cfg_options)
+    model = init_model(args.config, args.checkpoint, args.device, args.cfg_options,
+                       bare_backbone=False)
     size = (args.img_size, ) * 2 if args.img_size else input_size(model)
     os.makedirs(args.out, exist_ok=True)
     written = []

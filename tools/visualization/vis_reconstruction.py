@@ -20,8 +20,9 @@ import mmcv  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
+from repre_mm.apis import init_model  # noqa: E402
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
-from repre_mm.visualization import (input_size, load_model, normalise, read_image,  # noqa
+from repre_mm.visualization import (input_size, normalise, read_image,  # noqa: E402
                                     reconstruction_grid, require_repre)
 
 
@@ -46,7 +47,8 @@ def main(argv=None):
     """Returns the paths written."""
     args = parse_args(argv)
     quiet_mmengine()
-    model = load_model(args.config, args.checkpoint, args.device, args.cfg_options)
+    model = init_model(args.config, args.checkpoint, args.device, args.cfg_options,
+                       bare_backbone=False)
     try:
         require_repre(model, 'vis_reconstruction')
     except TypeError as e:
