@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmpretrain.models.backbones import VisionTransformer
+from .knn import fit_linear
 
 FINAL = 'final'  # the block argument that selects the tokens after the final norm
 
@@ -174,14 +175,7 @@ def dense_linear_probe(train_maps: torch.Tensor, train_labels: torch.Tensor,
     if x.shape[0] > max_train_patches:
         keep = torch.randperm(x.shape[0], generator=generator)[:max_train_patches]
         x, soft = x[keep], soft[keep]
-    weight = (torch.randn(num_labels, c, generator=generator) * 0.01).requires_grad_()
-    bias = torch.zeros(num_labels, requires_grad=True)
-    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        loss = F.cross_entropy(x @ weight.T + bias, soft)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    weight, bias = fit_linear(x, soft, num_labels, steps, lr, weight_decay, generator)
     with torch.no_grad():
         xt = (test_maps.permute(0, 2, 3, 1) - mean) / std
         logits = (xt @ weight.T + bias).permute(0, 3, 1, 2)

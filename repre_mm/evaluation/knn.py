@@ -263,16 +263,31 @@ def linear_probe_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor,
     mean, std = train_feats.mean(0), train_feats.std(0) + 1e-6
     x_train, x_test = (train_feats - mean) / std, (test_feats - mean) / std
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    generator = torch.Generator().manual_seed(seed)
-    weight = (torch.randn(num_classes, x_train.shape[1], generator=generator) * 0.01)
+    weight, bias = fit_linear(x_train, train_labels, num_classes, steps, lr, weight_decay,
+                              torch.Generator().manual_seed(seed))
+    pred = (x_test @ weight.T + bias).argmax(1)
+    return (pred == test_labels).float().mean().item() * 100
+
+
+def fit_linear(x: torch.Tensor, target: torch.Tensor, num_outputs: int, steps: int, lr: float,
+               weight_decay: float, generator: torch.Generator
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A linear layer fitted by full-batch AdamW on the cross-entropy.
+
+    Args:
+        x (Tensor): N x C features. target (Tensor): N class indices or N x num_outputs class
+            probabilities. generator: draws the initial weights.
+
+    Returns:
+        (weight num_outputs x C, bias num_outputs), detached.
+    """
+    weight = (torch.randn(num_outputs, x.shape[1], generator=generator) * 0.01)
     weight.requires_grad_()
-    bias = torch.zeros(num_classes, requires_grad=True)
+    bias = torch.zeros(num_outputs, requires_grad=True)
     optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
     for _ in range(steps):
-        loss = F.cross_entropy(x_train @ weight.T + bias, train_labels)
+        loss = F.cross_entropy(x @ weight.T + bias, target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    with torch.no_grad():
-        pred = (x_test @ weight.T + bias).argmax(1)
-    return (pred == test_labels).float().mean().item() * 100
+    return weight.detach(), bias.detach()

@@ -1,11 +1,32 @@
-"""User images at the encoder's input size, for the visualisation tools (models come from
-:func:`repre_mm.apis.init_model`)."""
+"""The visualisation tools' common arguments and user images at the encoder's input size
+(models come from :func:`repre_mm.apis.init_model`)."""
+import argparse
 import os.path as osp
 from typing import Tuple
 
 import mmcv
 import numpy as np
+import torch
+from mmengine.config import DictAction
 from torch import nn
+
+
+def visualiser_parser(description: str, config_help: str,
+                      default_out: str) -> argparse.ArgumentParser:
+    """The arguments every visualisation tool takes: config, checkpoint, images, --out,
+    --img-size, --scale, --device, --cfg-options."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help=config_help)
+    parser.add_argument('checkpoint', help='its checkpoint (every key must match)')
+    parser.add_argument('images', nargs='+', help='image files (colour or grey, any size)')
+    parser.add_argument('--out', default=default_out, help='output folder')
+    parser.add_argument('--img-size', type=int,
+                        help='input size (default: the encoder\'s img_size)')
+    parser.add_argument('--scale', type=int, help='upscaling of the PNG (default: panels of '
+                        'at least 112 pixels)')
+    parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    return parser
 
 
 def input_size(model: nn.Module) -> Tuple[int, int]:

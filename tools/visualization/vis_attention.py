@@ -8,7 +8,6 @@ Written per image: ``<name>_attention.png``, the input and then each head's map 
 the image, one block per patch; viridis, each head scaled to its own min-max). ``--encoder
 momentum`` shows the momentum / teacher encoder (DINO's tool shows the teacher).
 """
-import argparse
 import os
 import os.path as osp
 import sys
@@ -17,29 +16,19 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
 import repre_mm  # noqa: E402,F401,I001  (compat patches first)
 import mmcv  # noqa: E402
-import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
 
 from repre_mm.apis import init_model  # noqa: E402
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
 from repre_mm.visualization import (attention_grid, input_size, normalise,  # noqa: E402
-                                    read_image)
+                                    read_image, visualiser_parser)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Last-block CLS attention of a ViT checkpoint')
-    parser.add_argument('config', help='the pre-training config of the checkpoint')
-    parser.add_argument('checkpoint', help='its checkpoint (every key must match)')
-    parser.add_argument('images', nargs='+', help='image files (colour or grey, any size)')
-    parser.add_argument('--out', default='work_dirs/vis_attention', help='output folder')
+    parser = visualiser_parser('Last-block CLS attention of a ViT checkpoint',
+                               'the pre-training config of the checkpoint',
+                               'work_dirs/vis_attention')
     parser.add_argument('--encoder', choices=['online', 'momentum'], default='online',
                         help='the online encoder or its momentum / teacher copy')
-    parser.add_argument('--img-size', type=int,
-                        help='input size (default: the encoder\'s img_size)')
-    parser.add_argument('--scale', type=int, help='upscaling of the PNG (default: panels of '
-                        'at least 112 pixels)')
-    parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
 

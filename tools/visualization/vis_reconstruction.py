@@ -8,7 +8,6 @@ normalised by the model's data preprocessor, encoded once with the level tap and
 training. Written per image: ``<name>_reconstruction.png`` with input | reconstruction | |error|;
 with ``--one-grid`` one ``reconstructions.png`` (rows: inputs, reconstructions, errors).
 """
-import argparse
 import os
 import os.path as osp
 import sys
@@ -18,28 +17,19 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 import repre_mm  # noqa: E402,F401,I001  (compat patches first)
 import mmcv  # noqa: E402
 import torch  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
 
 from repre_mm.apis import init_model  # noqa: E402
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
 from repre_mm.visualization import (input_size, normalise, read_image,  # noqa: E402
-                                    reconstruction_grid, require_repre)
+                                    reconstruction_grid, require_repre, visualiser_parser)
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Reconstructions of a RePre checkpoint')
-    parser.add_argument('config', help='the RePre pre-training config of the checkpoint')
-    parser.add_argument('checkpoint', help='its checkpoint (every key must match)')
-    parser.add_argument('images', nargs='+', help='image files (colour or grey, any size)')
-    parser.add_argument('--out', default='work_dirs/vis_reconstruction', help='output folder')
+    parser = visualiser_parser('Reconstructions of a RePre checkpoint',
+                               'the RePre pre-training config of the checkpoint',
+                               'work_dirs/vis_reconstruction')
     parser.add_argument('--one-grid', action='store_true',
                         help='one reconstructions.png for all images instead of one per image')
-    parser.add_argument('--img-size', type=int,
-                        help='input size (default: the encoder\'s img_size)')
-    parser.add_argument('--scale', type=int, help='upscaling of the PNG (default: panels of '
-                        'at least 112 pixels)')
-    parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(argv)
 
 
