@@ -107,6 +107,42 @@ def test_equal_compute_iterations_follow_the_measured_time_ratio(tmp_path, monke
     assert ratio == pytest.approx(1.25) and iters == 50
 
 
+def test_runs_are_reported_in_the_order_asked_not_the_order_they_finish(tmp_path, monkeypatch):
+    import small_scale as ss
+    args = ss.parse_args(['--quick', '--out', str(tmp_path)])
+    runs = [('baseline', 0, None), ('repre', 0, None)]
+    for method, seed, _ in runs:
+        os.makedirs(tmp_path / f'{method}_seed{seed}')
+
+    def write_config(args, data, method, seed, iters):
+        path = tmp_path / 'configs' / f'{method}_seed{seed}.py'
+        os.makedirs(path.parent, exist_ok=True)
+        path.write_text('')
+
+    started, finished = [], []
+
+    class Run:  # two runs at a time; the one started first finishes last
+        returncode = 0
+
+        def __init__(self, cmd, **kwargs):
+            started.append(self)
+
+        def poll(self):
+            if self is started[-1] or started[-1] in finished:
+                if self not in finished:
+                    finished.append(self)
+                return 0
+            return None
+
+    monkeypatch.setattr(ss, 'write_run_config', write_config)
+    monkeypatch.setattr(ss, 'total_iterations', lambda *a: 1)
+    monkeypatch.setattr(ss.subprocess, 'Popen', Run)
+    walls = ss.train_all(args, runs, data=None)
+    assert finished == started[::-1]
+    assert list(walls) == [('baseline', 0), ('repre', 0)]
+    assert all(w > 0 for w in walls.values())
+
+
 def test_paired_stats_verdicts():
     import small_scale as ss
     assert ss.paired_stats([1.0, 1.2, 0.9])['verdict'] == 'better'

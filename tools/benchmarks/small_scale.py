@@ -263,8 +263,10 @@ def train_all(args, runs, data):
     """Runs every (method, seed, iters) as tools/train.py, ``args.jobs`` at a time, one thread
     each; ``iters`` may be a function, called when the run starts (it can depend on runs that
     finished before). A run whose checkpoint exists with the same config is reused. Returns
-    {(method, seed): wall seconds} (a reused run's own, None if it was not recorded)."""
+    {(method, seed): wall seconds} in the order of ``runs`` (a reused run's own wall clock, None
+    if it was not recorded)."""
     queue, running, done = list(runs), {}, {}
+    order = [(method, seed) for method, seed, _ in runs]
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1',
                PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
     start, last_report = time.time(), 0.0
@@ -306,7 +308,7 @@ def train_all(args, runs, data):
                 for (m, s), (_, _, _, total) in running.items())
                 + (f'; ETA {_eta(timed, running, queue, args.jobs):.0f} s' if timed else ''))
         time.sleep(1)
-    return done
+    return {key: done[key] for key in order}  # in the order asked, not of finishing: stable tables
 
 
 def _read_json(path, default=None):
