@@ -10,6 +10,8 @@ import torch
 from mmengine.config import DictAction
 from torch import nn
 
+from ..apis import init_model
+
 
 def visualiser_parser(description: str, config_help: str,
                       default_out: str) -> argparse.ArgumentParser:
@@ -27,6 +29,15 @@ def visualiser_parser(description: str, config_help: str,
     parser.add_argument('--device', default='cuda:0' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser
+
+
+def model_and_size(args: argparse.Namespace) -> Tuple[nn.Module, Tuple[int, int]]:
+    """The model of a visualiser's ``config`` / ``checkpoint`` on ``--device`` and the input size
+    (``--img-size`` or the encoder's). The whole model must load: a bare backbone is refused,
+    since a decoder left at its initial weights would draw plausible but wrong pictures."""
+    model = init_model(args.config, args.checkpoint, args.device, args.cfg_options,
+                       bare_backbone=False)
+    return model, (args.img_size, ) * 2 if args.img_size else input_size(model)
 
 
 def input_size(model: nn.Module) -> Tuple[int, int]:

@@ -17,10 +17,9 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 import repre_mm  # noqa: E402,F401,I001  (compat patches first)
 import mmcv  # noqa: E402
 
-from repre_mm.apis import init_model  # noqa: E402
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
-from repre_mm.visualization import (attention_grid, input_size, normalise,  # noqa: E402
-                                    read_image, visualiser_parser)
+from repre_mm.visualization import (attention_grid, model_and_size,  # noqa: E402
+                                    normalise, read_image, visualiser_parser)
 
 
 def parse_args(argv=None):
@@ -36,9 +35,7 @@ def main(argv=None):
     """Returns the paths written."""
     args = parse_args(argv)
     quiet_mmengine()
-    model = init_model(args.config, args.checkpoint, args.device, args.cfg_options,
-                       bare_backbone=False)
-    size = (args.img_size, ) * 2 if args.img_size else input_size(model)
+    model, size = model_and_size(args)
     os.makedirs(args.out, exist_ok=True)
     written = []
     for path in args.images:

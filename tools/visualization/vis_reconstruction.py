@@ -18,9 +18,8 @@ import repre_mm  # noqa: E402,F401,I001  (compat patches first)
 import mmcv  # noqa: E402
 import torch  # noqa: E402
 
-from repre_mm.apis import init_model  # noqa: E402
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
-from repre_mm.visualization import (input_size, normalise, read_image,  # noqa: E402
+from repre_mm.visualization import (model_and_size, normalise, read_image,  # noqa: E402
                                     reconstruction_grid, require_repre, visualiser_parser)
 
 
@@ -37,13 +36,11 @@ def main(argv=None):
     """Returns the paths written."""
     args = parse_args(argv)
     quiet_mmengine()
-    model = init_model(args.config, args.checkpoint, args.device, args.cfg_options,
-                       bare_backbone=False)
+    model, size = model_and_size(args)
     try:
         require_repre(model, 'vis_reconstruction')
     except TypeError as e:
         raise SystemExit(f'{args.config}: {e}')
-    size = (args.img_size, ) * 2 if args.img_size else input_size(model)
     images = normalise(model, [read_image(path, size) for path in args.images])
     model.tap.check_input(images)  # a clear error for an --img-size off the patch grid
     os.makedirs(args.out, exist_ok=True)
