@@ -587,17 +587,18 @@ def evaluate_runs(args, data, walls, framework_cfg):
     """Scores every trained run and the references; returns (results, references, picture)."""
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     print('[eval] k-NN, linear and dense probes on frozen features')
-    model, cfg = build_model(framework_cfg, seed=0)
+    # models are built only to compute scores that are not stored yet (and the picture)
+    cfg = Config.fromfile(framework_cfg)
     loaders = eval_loaders(cfg, data['root'])
     probe = make_dense_probe(args, data, cfg)
     seeds = sorted({s for _, s in walls})
 
     def score_references():
-        untrained = [evaluate(build_model(framework_cfg, seed=seed)[0], loaders, probe)
-                     for seed in seeds]
+        models = [build_model(framework_cfg, seed=seed)[0] for seed in seeds]
+        untrained = [evaluate(model, loaders, probe) for model in models]
         pixels = probe.score_pixels()
         return dict(untrained=untrained, raw_pixels=dict(
-            knn=raw_pixel_knn(loaders, model), dense_miou=pixels['miou'],
+            knn=raw_pixel_knn(loaders, models[0]), dense_miou=pixels['miou'],
             dense_pixel_acc=pixels['pixel_acc']))
 
     references = stored_or_computed(
@@ -609,9 +610,15 @@ def evaluate_runs(args, data, walls, framework_cfg):
         work_dir = osp.join(args.out, f'{method}_seed{seed}')
         config = osp.join(args.out, 'configs', f'{method}_seed{seed}.py')
         checkpoint = checkpoint_of(work_dir)
-        model, run_cfg = build_model(config, checkpoint)
+        run_cfg, built = Config.fromfile(config), []
+
+        def trained_model():
+            if not built:
+                built.append(build_model(config, checkpoint)[0])
+            return built[0]
 
         def score_run():
+            model = trained_model()
             scores = dict(evaluate(model, loaders, probe), psnr=None)
             if not method.startswith('baseline'):
                 scores['psnr'] = reconstruction_psnr(model, held_out_images(model, loaders[1],
@@ -622,7 +629,7 @@ def evaluate_runs(args, data, walls, framework_cfg):
                                     evaluation_key(args, config, checkpoint), score_run,
                                     f'{method} seed {seed}')
         if method == 'repre' and picture is None:
-            picture = osp.join(args.out, 'reconstructions.png')
+            picture, model = osp.join(args.out, 'reconstructions.png'), trained_model()
             save_reconstructions(model, held_out_images(model, loaders[1], num=10,
                                                         one_per_class=True), picture)
         records = train_records(work_dir)
