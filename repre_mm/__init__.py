@@ -11,9 +11,6 @@ from mmengine.config.utils import MODULE2PACKAGE  # noqa: E402
 
 MODULE2PACKAGE.setdefault('repre_mm', 'repre-mm')
 
-try:  # the downstream extra: mmdet (pip install -e ".[downstream]")
-    import mmdet  # noqa: F401
-except ImportError:
-    pass
-else:
-    from . import downstream  # noqa: F401
+# the downstream extra (pip install -e ".[downstream]"): registers mmdet's / mmseg's classes of
+# those libraries that are installed, nothing otherwise.
+from . import downstream  # noqa: F401,E402
