@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 ROOT = osp.dirname(osp.dirname(__file__))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'benchmarks'))
 METRICS = ('knn_cls', 'knn_patch_mean', 'linear_cls', 'dense_miou', 'dense_miou_mid',
            'dense_pixel_acc')
 VERDICTS = {'better', 'worse', 'no measurable difference'}
@@ -52,7 +51,10 @@ def check_summary(summary, stdout, methods, seeds):
     line = json.loads(next(x for x in stdout.splitlines() if x.startswith('{"methods"')))
     assert set(line['methods']) == set(methods)
     assert set(line['paired']) == set(summary['paired'])
-    assert set(line['paired']['repre - baseline']['dense_miou']) == {'mean', 'ci', 'verdict'}
+    assert set(line['paired']['repre - baseline']['knn_cls']) == {'mean', 'ci', 'verdict'}
+    # the mosaic probe cannot tell trained from untrained encoders: not in the headline
+    assert 'dense_miou' not in line['paired']['repre - baseline']
+    assert 'dense_miou' not in line['methods']['repre']
     assert osp.getsize(summary['picture']) > 1000
 
 
@@ -70,7 +72,7 @@ def test_small_scale_quick(tmp_path, framework):
             assert 0 < r['loss_last'] < 20
         else:
             assert r['loss_last'] < r['loss_first'], r  # the run learned something
-    assert '| repre - baseline | dense mIoU (final) |' in open(osp.join(out, 'results.md')).read()
+    assert '| repre - baseline | mosaic mIoU (final) |' in open(osp.join(out, 'results.md')).read()
     if framework == 'mocov3':
         extra = summary['equal_compute']
         (base_iters, ) = {r['iterations'] for r in summary['results']
@@ -86,73 +88,109 @@ def test_small_scale_quick(tmp_path, framework):
     if framework == 'mocov3':
         # started again: every run and its scores are reused, and the summary is the same
         again, stdout = run_small_scale(out, '--framework', framework, '--methods', *methods)
-        assert stdout.count('[train] reusing') == 6 and '[train] started' not in stdout
+        assert stdout.count('[run] reusing') == 6 and '[run] started' not in stdout
         assert stdout.count('[eval] reusing the stored scores') == 7  # 6 runs + the references
         assert again['results'] == summary['results']
         assert again['references'] == summary['references']
         # a checkpoint trained anew is scored anew
-        import small_scale as ss
-        os.utime(ss.checkpoint_of(osp.join(out, 'repre_seed1')))
+        from repre_mm.benchmarks.runs import checkpoint_of
+        os.utime(checkpoint_of(osp.join(out, 'repre_seed1')))
         _, stdout = run_small_scale(out, '--framework', framework, '--methods', *methods)
         assert stdout.count('[eval] reusing the stored scores') == 6
 
 
-def test_equal_compute_iterations_follow_the_measured_time_ratio(tmp_path, monkeypatch):
-    import small_scale as ss
-    args = ss.parse_args(['--quick', '--out', str(tmp_path)])
-    times = {'baseline': 0.10, 'repre': 0.125}
-    monkeypatch.setattr(ss, 'iteration_time', lambda a, method, seed: times[method] + seed * 1e-3)
-    monkeypatch.setattr(ss, 'train_records', lambda work_dir: [dict(iter=40)])
-    iters, ratio = ss.equal_compute_iters(args, [0])
-    assert ratio == pytest.approx(1.25) and iters == 50
+def fake_run(work_dir, iter_time, logged_iters, trained_iters):
+    """A finished run's traces: scalars.json logged every 10 iterations up to the last logged
+    one, and a checkpoint whose meta says how many iterations it trained."""
+    import torch
+    os.makedirs(osp.join(work_dir, '20261202_000000', 'vis_data'))
+    with open(osp.join(work_dir, '20261202_000000', 'vis_data', 'scalars.json'), 'w') as f:
+        for i in range(10, logged_iters + 1, 10):
+            f.write(json.dumps(dict(iter=i, loss=1.0, time=iter_time)) + '\n')
+    checkpoint = osp.join(work_dir, 'epoch_12.pth')
+    torch.save(dict(meta=dict(epoch=12, iter=trained_iters), state_dict={}), checkpoint)
+    with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(checkpoint)
 
 
-def test_runs_are_reported_in_the_order_asked_not_the_order_they_finish(tmp_path, monkeypatch):
-    import small_scale as ss
-    args = ss.parse_args(['--quick', '--out', str(tmp_path)])
-    runs = [('baseline', 0, None), ('repre', 0, None)]
-    for method, seed, _ in runs:
-        os.makedirs(tmp_path / f'{method}_seed{seed}')
+def test_equal_compute_counts_the_iterations_trained_not_the_last_logged(tmp_path):
+    """372 iterations trained, the last logged at 370 (logging every 10): the equal-compute
+    length is 372 x the time ratio. Counting from the log gave 462 instead of 465."""
+    from repre_mm.benchmarks.runs import equal_compute_iters, trained_iterations
+    base, repre = str(tmp_path / 'baseline_seed0'), str(tmp_path / 'repre_seed0')
+    fake_run(base, 0.10, 370, 372)
+    fake_run(repre, 0.125, 370, 372)
+    assert trained_iterations(base) == 372
+    iters, ratio = equal_compute_iters([base], [repre])
+    assert ratio == pytest.approx(1.25) and iters == 465
 
-    def write_config(args, data, method, seed, iters):
-        path = tmp_path / 'configs' / f'{method}_seed{seed}.py'
-        os.makedirs(path.parent, exist_ok=True)
-        path.write_text('')
 
-    started, finished = [], []
+def job(tmp_path, name, code):
+    from repre_mm.benchmarks.runs import Job
+    return Job(name, str(tmp_path / name), lambda: [sys.executable, '-c', code])
 
-    class Run:  # two runs at a time; the one started first finishes last
-        returncode = 0
 
-        def __init__(self, cmd, **kwargs):
-            started.append(self)
+def test_jobs_are_reported_in_the_order_asked_not_the_order_they_finish(tmp_path):
+    from repre_mm.benchmarks.runs import run_jobs
+    jobs = [job(tmp_path, 'slow', 'import time; time.sleep(2)'),
+            job(tmp_path, 'fast', 'pass')]
+    walls = run_jobs(jobs, str(tmp_path), parallel=2)
+    assert list(walls) == ['slow', 'fast'] and walls['slow'] > walls['fast'] > 0
 
-        def poll(self):
-            if self is started[-1] or started[-1] in finished:
-                if self not in finished:
-                    finished.append(self)
-                return 0
-            return None
 
-    monkeypatch.setattr(ss, 'write_run_config', write_config)
-    monkeypatch.setattr(ss, 'total_iterations', lambda *a: 1)
-    monkeypatch.setattr(ss.subprocess, 'Popen', Run)
-    walls = ss.train_all(args, runs, data=None)
-    assert finished == started[::-1]
-    assert list(walls) == [('baseline', 0), ('repre', 0)]
-    assert all(w > 0 for w in walls.values())
+def test_a_failed_job_stops_the_others(tmp_path):
+    """One job fails: the benchmark stops, and the job still running is ended with it instead
+    of keeping a core busy."""
+    import time
+    from repre_mm.benchmarks.runs import run_jobs
+    pid_file = tmp_path / 'pid'
+    jobs = [job(tmp_path, 'long', f'import os, time; open({str(pid_file)!r}, "w").write('
+                                  f'str(os.getpid())); time.sleep(120)'),
+            job(tmp_path, 'broken', 'import time; time.sleep(1); raise SystemExit(3)'),
+            job(tmp_path, 'never', 'pass')]
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match=r'broken failed \(exit 3\); see .*broken\.log'):
+        run_jobs(jobs, str(tmp_path), parallel=2)
+    assert time.time() - t0 < 30
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # the long job is gone
+    assert not (tmp_path / 'never.log').exists()
 
 
 def test_paired_stats_verdicts():
-    import small_scale as ss
-    assert ss.paired_stats([1.0, 1.2, 0.9])['verdict'] == 'better'
-    assert ss.paired_stats([-1.0, -1.2, -0.9])['verdict'] == 'worse'
-    mixed = ss.paired_stats([2.5, -0.5, -1.0])
+    from repre_mm.benchmarks.stats import paired_stats
+    assert paired_stats([1.0, 1.2, 0.9])['verdict'] == 'better'
+    assert paired_stats([-1.0, -1.2, -0.9])['verdict'] == 'worse'
+    mixed = paired_stats([2.5, -0.5, -1.0])
     assert mixed['verdict'] == 'no measurable difference'
     # Student t with 2 degrees of freedom: 4.303 * sd / sqrt(3)
     half = 4.302652729911275 * np.std([2.5, -0.5, -1.0], ddof=1) / np.sqrt(3)
-    assert mixed['ci'] == pytest.approx([1 / 3 - half, 1 / 3 + half])
-    assert ss.paired_stats([1.0])['ci'] is None
+    assert mixed['ci'] == pytest.approx([1 / 3 - half, 1 / 3 + half], rel=1e-4)
+    assert paired_stats([1.0])['ci'] is None
+
+
+# t(0.975, df) from scipy.stats.t.ppf, written out: the table must match it to 3 decimals
+T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 9: 2.2622, 10: 2.2281,
+        19: 2.0930, 29: 2.0452, 30: 2.0423, 40: 2.0211, 60: 2.0003, 120: 1.9799}
+
+
+def test_t_values_match_scipy_and_need_no_scipy():
+    from repre_mm.benchmarks.stats import t_quantile_95
+    for df, t in T975.items():
+        assert t_quantile_95(df) == pytest.approx(t, abs=6e-4), df
+    assert t_quantile_95(35) >= T975[40]  # between rows: the wider interval
+    with pytest.raises(ValueError, match='2 seeds'):
+        t_quantile_95(0)
+    # scipy is no runtime requirement of repre-mm: the statistics work where it is missing
+    # (the module file alone: mmseg, which needs scipy, is imported by the package)
+    code = ('import sys, importlib.util as u; sys.modules["scipy"] = None; '
+            'spec = u.spec_from_file_location("stats", "repre_mm/benchmarks/stats.py"); '
+            'stats = u.module_from_spec(spec); spec.loader.exec_module(stats); '
+            'print(stats.paired_stats([1.0, 2.0, 1.5])["verdict"])')
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.returncode == 0 and out.stdout.strip() == 'better', out.stderr[-2000:]
 
 
 def write_folder(root, size, ext, num_classes=3, per_class=12, seed=0):

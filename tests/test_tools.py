@@ -305,3 +305,22 @@ def test_missing_data_root_fails_before_training_with_the_fix(tmp_path):
     assert out.returncode != 0
     assert 'train_dataloader.dataset.data_root' in out.stderr and 'does not exist' in out.stderr
     assert '--cfg-options train_dataloader.dataset.data_root=/path/to/data' in out.stderr
+
+
+@pytest.mark.parametrize('args,installs', [(['--data', 'some/folder'], False), ([], True)])
+def test_run_demo_installs_fashion_mnist_only_when_it_uses_it(tmp_path, args, installs):
+    """`run_demo.sh --data PATH` brings its own images: no apt-get of a dataset it will not
+    read. A stand-in apt-get records its calls; small_scale.py --help ends the demo at once."""
+    if osp.exists('/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz') or \
+            os.getuid() != 0:
+        pytest.skip('the demo installs Fashion-MNIST only as root on a machine without it')
+    ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    bin_dir, calls = tmp_path / 'bin', tmp_path / 'calls'
+    bin_dir.mkdir()
+    (bin_dir / 'apt-get').write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
+    (bin_dir / 'apt-get').chmod(0o755)
+    env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+    out = subprocess.run(['bash', 'tools/run_demo.sh', *args, '--help'], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert calls.exists() == installs, out.stdout

@@ -9,7 +9,11 @@ VENV=$(bash "$REPO/tools/setup_env.sh" | tail -n 1)
 cd "$REPO"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PATH="$VENV/bin:$PATH"
 
-if [[ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]] && \
+# Fashion-MNIST only where it will be used: --data PATH brings its own images
+uses_fashion_mnist=1
+for arg in "$@"; do [[ $arg == --data || $arg == --data=* ]] && uses_fashion_mnist=0; done
+if (( uses_fashion_mnist )) && \
+   [[ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]] && \
    [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     echo "[demo] installing Debian's dataset-fashion-mnist (31 MB)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 \

@@ -10,15 +10,26 @@ def load_weights(path: str) -> Dict[str, torch.Tensor]:
     loaded with ``weights_only=True``: a checkpoint cannot run code on this machine. The
     message hub an mmengine training checkpoint also holds is admitted (see
     ``repre_mm.compat.mmengine_checkpoint_loading``), nothing else."""
-    from .. import compat
-    with compat.mmengine_checkpoint_loading():
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    checkpoint = _safe_load(path)
     if isinstance(checkpoint, dict) and 'state_dict' in checkpoint:
         checkpoint = checkpoint['state_dict']
     if not isinstance(checkpoint, dict) or not all(
             isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise ValueError(f'{path} holds no state dict of tensors.')
     return checkpoint
+
+
+def load_checkpoint_meta(path: str) -> dict:
+    """The ``meta`` dict of an mmengine checkpoint (epoch, iter, ...), loaded as safely as
+    :func:`load_weights`; {} for a bare state dict."""
+    checkpoint = _safe_load(path)
+    return dict(checkpoint.get('meta') or {}) if isinstance(checkpoint, dict) else {}
+
+
+def _safe_load(path: str):
+    from .. import compat
+    with compat.mmengine_checkpoint_loading():
+        return torch.load(path, map_location='cpu', weights_only=True)
 
 
 def load_strict(module: nn.Module, state_dict: Dict[str, torch.Tensor],
