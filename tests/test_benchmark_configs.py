@@ -94,6 +94,40 @@ def test_offline_knn_tool(tmp_path, pretrained):
     assert 0 <= float(lines[0].split('top-1 ')[1].split('%')[0]) <= 100
 
 
+def test_offline_knn_tool_scores_a_bare_backbone_as_its_checkpoint(tmp_path, pretrained):
+    """tools/benchmarks/knn.py loads through repre_mm.apis.init_model, as the dense-probe tool
+    does: a bare backbone (the layout tools/model_converters/extract_backbone.py writes) scores
+    exactly as the full checkpoint it comes from. Real images (Fashion-MNIST, bank and queries
+    apart) so that the score is not the 100% of a bank that holds the queries."""
+    import json
+
+    from repre_mm.datasets import load_fashion_mnist, write_image_folder
+    checkpoint, repre = pretrained
+    bare = str(tmp_path / 'backbone.pth')
+    torch.save({k[len('backbone.'):]: v for k, v in repre.state_dict().items()
+                if k.startswith('backbone.')}, bare)
+    data, _ = load_fashion_mnist(str(tmp_path))  # an empty folder -> the shipped subset
+    for split, per_class in (('train', 8), ('test', 4)):
+        write_image_folder(str(tmp_path / 'fm' / split), *data[split], per_class=per_class)
+    top1 = {}
+    for name, ckpt in (('full', checkpoint), ('bare', bare)):
+        out = subprocess.run(
+            [sys.executable, 'tools/benchmarks/knn.py', TINY_REPRE, ckpt, '--bank',
+             str(tmp_path / 'fm'), '--bank-split', 'train', '--query', str(tmp_path / 'fm'),
+             '--query-split', 'test', '--img-size', '28', '--workers', '0', '--batch-size',
+             '40', '--no-progress', '--out', str(tmp_path / f'{name}.json')],
+            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+            timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        with open(tmp_path / f'{name}.json') as f:
+            summary = json.load(f)
+        assert (summary['bank'], summary['queries']) == (80, 40)
+        top1[name] = summary['top1']
+    assert top1['bare'] == top1['full'], top1
+    assert set(top1['full']) == {'cls', 'patch_mean'}
+    assert top1['full']['cls'] > 20  # 10 classes: a real score, not chance
+
+
 def test_strict_false_is_the_explicit_opt_out(tmp_path, pretrained):
     checkpoint, repre = pretrained
     partial = str(tmp_path / 'partial.pth')

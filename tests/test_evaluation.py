@@ -138,32 +138,65 @@ def _tiny_swin():
 
 
 def test_swin_features_are_its_pooled_last_stage():
-    from repre_mm.evaluation.knn import default_kinds, extract_features
+    from repre_mm.evaluation.knn import backbone_features, default_kinds
     swin = _tiny_swin()
     images = [torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(i))
               for i in range(2)]
-    feats = extract_features(swin, images)
+    feats = backbone_features(swin, images)
     assert default_kinds(swin) == ('patch_mean', ) and set(feats) == {'patch_mean'}
     with torch.no_grad():
         expected = torch.cat([swin(im)[-1].mean(dim=(2, 3)) for im in images])
     assert feats['patch_mean'].shape == (6, 128)
     assert torch.allclose(feats['patch_mean'], expected, atol=1e-6)
     with pytest.raises(ValueError, match='not one of'):
-        extract_features(swin, images, kinds=['cls'])  # no CLS token: said, not guessed
+        backbone_features(swin, images, kinds=['cls'])  # no CLS token: said, not guessed
 
 
 def test_bf16_autocast_extraction_is_close_to_fp32():
-    from repre_mm.evaluation.knn import extract_features
+    from repre_mm.evaluation.knn import backbone_features
     from helpers import tiny_vit
     from mmpretrain.registry import MODELS
     torch.manual_seed(0)
     vit = MODELS.build(tiny_vit(type='VisionTransformer'))
     vit.eval()
     images = [torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))]
-    fp32 = extract_features(vit, images)
-    bf16 = extract_features(vit, images, amp_dtype=torch.bfloat16)
+    fp32 = backbone_features(vit, images)
+    bf16 = backbone_features(vit, images, amp_dtype=torch.bfloat16)
     for kind in ('cls', 'patch_mean'):
         assert bf16[kind].dtype == torch.float32
         assert not torch.equal(bf16[kind], fp32[kind])  # autocast really ran in bf16
         cos = torch.nn.functional.cosine_similarity(bf16[kind], fp32[kind], dim=1)
         assert cos.min() > 0.99, cos
+
+
+def test_block_tokens_are_what_mmpretrain_vit_returns_for_that_block():
+    """repre_mm.evaluation.tokens.block_tokens (the one token reader of the k-NN features, the
+    dense probe and repre_mm.apis) == mmpretrain's own ``out_indices`` / ``out_type='raw'``
+    output: block i before any norm, 'final' after the final norm; the hook is removed after."""
+    from repre_mm.evaluation.knn import backbone_features
+    from repre_mm.evaluation.tokens import FINAL, block_tokens, patch_maps
+    from helpers import PATCH, tiny_vit
+    from mmpretrain.registry import MODELS
+    torch.manual_seed(0)
+    vit = MODELS.build(dict(tiny_vit(type='VisionTransformer'), out_type='raw',
+                            out_indices=(1, 3)))
+    vit.eval()
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), block_tokens(vit, 1) as block1, block_tokens(vit, 3) as block3, \
+            block_tokens(vit, FINAL) as final:
+        raw1, raw_final = vit(images)
+    torch.testing.assert_close(block1[0], raw1, rtol=0, atol=0)
+    torch.testing.assert_close(final[0], raw_final, rtol=0, atol=0)
+    torch.testing.assert_close(vit.ln1(block3[0]), raw_final, rtol=0, atol=0)
+    assert not torch.allclose(block3[0], raw_final)  # an index is the block, not the norm
+    assert all(not layer._forward_hooks for layer in vit.layers)
+    # the k-NN / apis features are read from the same final tokens
+    feats = backbone_features(vit, [images], ('cls', 'patch_mean', 'patch'))
+    h = 32 // PATCH
+    assert feats['patch'].shape == (2, vit.embed_dims, h, h)
+    torch.testing.assert_close(feats['cls'], raw_final[:, 0])
+    torch.testing.assert_close(feats['patch'], patch_maps(vit, raw_final, 32))
+    torch.testing.assert_close(feats['patch'].mean((2, 3)), feats['patch_mean'])
+    with pytest.raises(ValueError, match='out of range: the backbone has 4 blocks'):
+        with block_tokens(vit, 4):
+            pass

@@ -20,7 +20,7 @@ from torch import nn
 
 from mmpretrain.registry import MODELS
 from ..datasets.image_folder import read_rgb
-from ..evaluation.knn import _final_tokens
+from ..evaluation.knn import backbone_features
 from ..utils.checkpoint import load_strict, load_weights
 
 ImageLike = Union[str, np.ndarray]
@@ -76,17 +76,26 @@ def load_images(images: Sequence[ImageLike], size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(model: Union[nn.Module, str], checkpoint: str = None,
+def extract_features(model: Union[nn.Module, str], checkpoint: Optional[str] = None,
                      images: Sequence[ImageLike] = (), device: Union[str, torch.device] = 'cpu',
                      batch_size: int = 64) -> Dict[str, torch.Tensor]:
     """Final-norm features of a ViT encoder for ``images`` (paths or RGB arrays).
 
     Images are resized to the backbone's ``img_size`` and normalised with the config's
-    ``data_preprocessor`` mean / std, as in training. ``model`` is a model from
-    :func:`init_model` or a config path (then ``checkpoint`` and ``device`` build it).
+    ``data_preprocessor`` mean / std, as in training. The features are those of the k-NN
+    tool (:func:`repre_mm.evaluation.backbone_features`).
+
+    Args:
+        model (nn.Module | str): a model from :func:`init_model`, or a config path (then
+            ``checkpoint`` and ``device`` build it with :func:`init_model`).
+        checkpoint (str, optional): with a config path: a checkpoint of that config or a bare
+            backbone; None: the initial weights.
+        images (Sequence[str | np.ndarray]): image paths or H x W (x 3) RGB uint8 arrays.
+        device (str | torch.device): with a config path: where the model runs.
+        batch_size (int): images per forward pass. Defaults to 64.
 
     Returns:
-        dict(cls=N x C, patch_mean=N x C, patch=N x C x h x w), on the CPU.
+        dict(cls=N x C, patch_mean=N x C, patch=N x C x h x w), float32 on the CPU.
     """
     if isinstance(model, str):
         model = init_model(model, checkpoint, device)
@@ -96,15 +105,8 @@ def extract_features(model: Union[nn.Module, str], checkpoint: str = None,
     preprocessor = model.data_preprocessor
     device = next(model.parameters()).device
     pixels = load_images(images, size)
-    out: Dict[str, List[torch.Tensor]] = dict(cls=[], patch_mean=[], patch=[])
-    for chunk in pixels.split(batch_size):
-        chunk = ((chunk.to(device) - preprocessor.mean) / preprocessor.std)
-        with _final_tokens(backbone) as tokens:
-            backbone(chunk)
-        x = tokens[0].float()
-        patch = x[:, backbone.num_extra_tokens:]
-        out['cls'].append(x[:, 0].cpu())
-        out['patch_mean'].append(patch.mean(1).cpu())
-        h = chunk.shape[2] // stride
-        out['patch'].append(patch.transpose(1, 2).reshape(len(x), x.shape[2], h, -1).cpu())
-    return {k: torch.cat(v) for k, v in out.items()}
+    batches = ((chunk.to(device) - preprocessor.mean) / preprocessor.std
+               for chunk in pixels.split(batch_size))
+    # the k-NN tool's own feature code, so that both read the same tokens; the patch maps of
+    # many images would not fit a GPU, hence on the CPU batch by batch
+    return backbone_features(backbone, batches, ('cls', 'patch_mean', 'patch'), out_device='cpu')

@@ -12,8 +12,7 @@ norm) with each patch's label histogram as a soft target; its logits are upsampl
 to the pixels and scored as semantic segmentation (mIoU over classes + background, pixel
 accuracy). The mosaics are generated from a fixed seed, so every encoder sees the same ones.
 """
-from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -21,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmpretrain.models.backbones import VisionTransformer
-from .knn import fit_linear
-
-FINAL = 'final'  # the block argument that selects the tokens after the final norm
+from .linear import fit_linear
+# check_block stays importable from here: tools/benchmarks/dense_probe.py reads it
+from .tokens import FINAL, block_tokens, check_block, patch_maps  # noqa: F401
 
 
 def make_mosaics(images: np.ndarray, labels: np.ndarray, num: int, num_classes: int,
@@ -72,53 +71,32 @@ def make_mosaics(images: np.ndarray, labels: np.ndarray, num: int, num_classes: 
     return canvases, targets
 
 
-@contextmanager
-def _block_tokens(backbone: VisionTransformer, block: Union[int, str]
-                  ) -> Iterator[List[torch.Tensor]]:
-    """Records the tokens (B x (extra + hw) x C) of ``backbone.layers[block]``, or after the
-    final norm for ``block='final'``."""
-    out: List[torch.Tensor] = []
-    final = block == FINAL
-    layer = backbone.layers[-1 if final else block]
-
-    def hook(module, args, output):
-        out.append(backbone.ln1(output) if final and backbone.final_norm else output)
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        yield out
-    finally:
-        handle.remove()
-
-
-def check_block(backbone: nn.Module, block: Union[int, str]) -> None:
-    if not isinstance(backbone, VisionTransformer):
-        raise TypeError(f'the dense probe reads ViT patch tokens; got a '
-                        f'{type(backbone).__name__} backbone.')
-    depth = len(backbone.layers)
-    if block != FINAL and not (isinstance(block, int) and 0 <= block < depth):
-        raise ValueError(f'block={block!r} is out of range: the backbone has {depth} blocks '
-                         f'(0..{depth - 1}), or use {FINAL!r} for the final norm.')
-
-
 @torch.no_grad()
 def patch_token_maps(backbone: VisionTransformer, images: torch.Tensor,
                      block: Union[int, str] = FINAL, batch_size: int = 128) -> torch.Tensor:
     """Patch tokens of ``block`` as maps: N x C x h x w for normalised N x 3 x H x W images.
 
     Images larger than the backbone's training size use its interpolated position embedding,
-    as a detection or segmentation transfer does."""
-    check_block(backbone, block)
+    as a detection or segmentation transfer does.
+
+    Args:
+        backbone (VisionTransformer): the frozen encoder (run in eval mode, then restored).
+        images (Tensor): N x 3 x H x W normalised images, on the backbone's device.
+        block (int | str): a zero-based block index, or ``'final'`` (after the final norm);
+            see :func:`repre_mm.evaluation.tokens.block_tokens`.
+        batch_size (int): images per forward pass. Defaults to 128.
+
+    Returns:
+        Tensor: N x C x h x w float32, h = H // patch.
+    """
     was_training = backbone.training
     backbone.eval()
     maps = []
     try:
         for chunk in images.split(batch_size):
-            with _block_tokens(backbone, block) as tokens:
+            with block_tokens(backbone, block) as tokens:
                 backbone(chunk)
-            x = tokens[0][:, backbone.num_extra_tokens:]
-            h = chunk.shape[2] // backbone.patch_embed.projection.stride[0]
-            maps.append(x.transpose(1, 2).reshape(x.shape[0], x.shape[2], h, -1).float())
+            maps.append(patch_maps(backbone, tokens[0], chunk.shape[2]).float())
     finally:
         backbone.train(was_training)
     return torch.cat(maps)

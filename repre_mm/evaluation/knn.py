@@ -6,8 +6,8 @@ Everything runs on the features' device; under DDP every rank extracts its shard
 are gathered, so the accuracy is the one of a single process.
 """
 import sys
-from contextlib import contextmanager, nullcontext
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from contextlib import nullcontext
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -17,12 +17,14 @@ from mmengine.utils import ProgressBar
 from torch import nn
 
 from mmpretrain.models.backbones import SwinTransformer, VisionTransformer
+from .tokens import FINAL, block_tokens, patch_maps
 
 FEATURE_KINDS = ('cls', 'patch_mean')
 
 
 def default_kinds(backbone: nn.Module) -> Tuple[str, ...]:
-    """The feature kinds a backbone has: a ViT both, a Swin only ``patch_mean`` (no CLS token)."""
+    """The k-NN feature kinds a backbone has: a ViT both, a Swin only ``patch_mean`` (no CLS
+    token)."""
     return ('patch_mean', ) if isinstance(backbone, SwinTransformer) else FEATURE_KINDS
 
 
@@ -79,25 +81,9 @@ def knn_accuracy(bank, bank_labels, queries, query_labels, k=20, temperature=0.0
     return (pred == query_labels.to(pred.device)).float().mean().item() * 100
 
 
-@contextmanager
-def _final_tokens(backbone: VisionTransformer) -> Iterator[List[torch.Tensor]]:
-    """Records the final-norm tokens (B x (extra + hw) x C) of each backbone call."""
-    out: List[torch.Tensor] = []
-    last = backbone.layers[-1]
-
-    def hook(module, args, output):
-        out.append(backbone.ln1(output) if backbone.final_norm else output)
-
-    handle = last.register_forward_hook(hook)
-    try:
-        yield out
-    finally:
-        handle.remove()
-
-
 def _vit_features(backbone: VisionTransformer, images: torch.Tensor,
                   kinds: Sequence[str]) -> Dict[str, torch.Tensor]:
-    with _final_tokens(backbone) as tokens:
+    with block_tokens(backbone, FINAL) as tokens:
         backbone(images)
     x = tokens[0]  # B x (extra + hw) x C
     feats = {}
@@ -105,6 +91,8 @@ def _vit_features(backbone: VisionTransformer, images: torch.Tensor,
         feats['cls'] = x[:, 0]
     if 'patch_mean' in kinds:
         feats['patch_mean'] = x[:, backbone.num_extra_tokens:].mean(1)
+    if 'patch' in kinds:
+        feats['patch'] = patch_maps(backbone, x, images.shape[2])
     return feats
 
 
@@ -117,29 +105,37 @@ def _swin_features(backbone: SwinTransformer, images: torch.Tensor,
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, batches: Iterable, kinds: Optional[Sequence[str]] = None,
-                     amp_dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
+def backbone_features(backbone: nn.Module, batches: Iterable,
+                      kinds: Optional[Sequence[str]] = None,
+                      amp_dtype: Optional[torch.dtype] = None,
+                      out_device: Optional[Union[str, torch.device]] = None
+                      ) -> Dict[str, torch.Tensor]:
     """Features of a ViT or Swin for every image of ``batches`` (each B x 3 x H x W, normalised).
 
     ViT: ``cls`` is the CLS token after the final norm, ``patch_mean`` the mean of the patch
-    tokens after the final norm. Swin (no CLS token): ``patch_mean`` is the deepest returned
-    stage after its norm, average-pooled. The features stay on the images' device.
+    tokens after the final norm, ``patch`` those patch tokens as maps. Swin (no CLS token):
+    ``patch_mean`` is the deepest returned stage after its norm, average-pooled.
 
     Args:
-        backbone (nn.Module): a ``VisionTransformer`` (or subclass) or ``SwinTransformer``.
+        backbone (nn.Module): a ``VisionTransformer`` (or subclass) or ``SwinTransformer``;
+            run in eval mode, then put back in the mode it was in.
         batches (Iterable[Tensor]): the images, batch by batch, on the backbone's device.
-        kinds (Sequence[str], optional): feature kinds; defaults to all the backbone has.
+        kinds (Sequence[str], optional): feature kinds; defaults to the k-NN ones the backbone
+            has (:func:`default_kinds`). A ViT also has ``patch``.
         amp_dtype (torch.dtype, optional): autocast dtype for the forward pass
             (``torch.float16`` / ``torch.bfloat16``); the features are returned in fp32.
+        out_device (str | torch.device, optional): where each batch's features are kept, e.g.
+            ``'cpu'`` for many patch maps; default: the images' device.
 
     Returns:
-        dict[str, Tensor]: {kind: N x C}.
+        dict[str, Tensor]: {kind: N x C} (``patch``: N x C x h x w, h = H // patch).
     """
     if not isinstance(backbone, (VisionTransformer, SwinTransformer)):
-        raise TypeError(f'k-NN features need a VisionTransformer or SwinTransformer backbone, '
+        raise TypeError(f'features need a VisionTransformer or SwinTransformer backbone, '
                         f'got {type(backbone).__name__}.')
-    available = default_kinds(backbone)
-    kinds = available if kinds is None else tuple(kinds)
+    kinds = default_kinds(backbone) if kinds is None else tuple(kinds)
+    available = default_kinds(backbone) + (
+        ('patch', ) if isinstance(backbone, VisionTransformer) else ())
     for kind in kinds:
         if kind not in available:
             raise ValueError(f'feature kind {kind!r} is not one of {available} for a '
@@ -155,7 +151,8 @@ def extract_features(backbone: nn.Module, batches: Iterable, kinds: Optional[Seq
             with autocast:
                 batch_feats = read(backbone, images, kinds)
             for kind in kinds:
-                feats[kind].append(batch_feats[kind].float())
+                feat = batch_feats[kind].float()
+                feats[kind].append(feat if out_device is None else feat.to(out_device))
     finally:
         backbone.train(was_training)
     return {kind: torch.cat(v) for kind, v in feats.items()}
@@ -240,7 +237,7 @@ def features_from_dataloader(model: nn.Module, loader: Iterable,
             if bar is not None:
                 bar.update(inputs.shape[0])
 
-    feats = extract_features(model.backbone, images(), kinds, amp_dtype)
+    feats = backbone_features(model.backbone, images(), kinds, amp_dtype)
     if bar is not None:
         sys.stderr.write('\n')
     label_tensor = torch.cat(labels)
@@ -249,45 +246,3 @@ def features_from_dataloader(model: nn.Module, loader: Iterable,
         feats = {kind: gather_in_dataset_order(v, size) for kind, v in feats.items()}
         label_tensor = gather_in_dataset_order(label_tensor, size)
     return feats, label_tensor
-
-
-def linear_probe_accuracy(train_feats: torch.Tensor, train_labels: torch.Tensor,
-                          test_feats: torch.Tensor, test_labels: torch.Tensor,
-                          steps: int = 300, lr: float = 0.01, weight_decay: float = 1e-4,
-                          seed: int = 0) -> float:
-    """Top-1 (percent) of a linear classifier on frozen, standardised features.
-
-    Full-batch AdamW on the cross-entropy; meant for small feature sets (the small-scale
-    benchmark). ImageNet linear probes use the mmpretrain configs under configs/benchmarks.
-    """
-    mean, std = train_feats.mean(0), train_feats.std(0) + 1e-6
-    x_train, x_test = (train_feats - mean) / std, (test_feats - mean) / std
-    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    weight, bias = fit_linear(x_train, train_labels, num_classes, steps, lr, weight_decay,
-                              torch.Generator().manual_seed(seed))
-    pred = (x_test @ weight.T + bias).argmax(1)
-    return (pred == test_labels).float().mean().item() * 100
-
-
-def fit_linear(x: torch.Tensor, target: torch.Tensor, num_outputs: int, steps: int, lr: float,
-               weight_decay: float, generator: torch.Generator
-               ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A linear layer fitted by full-batch AdamW on the cross-entropy.
-
-    Args:
-        x (Tensor): N x C features. target (Tensor): N class indices or N x num_outputs class
-            probabilities. generator: draws the initial weights.
-
-    Returns:
-        (weight num_outputs x C, bias num_outputs), detached.
-    """
-    weight = (torch.randn(num_outputs, x.shape[1], generator=generator) * 0.01)
-    weight.requires_grad_()
-    bias = torch.zeros(num_outputs, requires_grad=True)
-    optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
-        loss = F.cross_entropy(x @ weight.T + bias, target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return weight.detach(), bias.detach()

@@ -1,7 +1,9 @@
 """Offline k-NN evaluation (DINO protocol: k=20, cosine, votes exp(s/0.07)) of a checkpoint.
 
-The model comes from CONFIG (a pre-training config: RePre or baseline) and CHECKPOINT; the bank
-and query images from the config's ``knn_bank_dataloader`` / ``knn_query_dataloader``, or from
+The model comes from CONFIG (a pre-training config: RePre or baseline) and CHECKPOINT (a
+checkpoint of CONFIG, every key matching, or a bare backbone written by
+tools/model_converters/extract_backbone.py: k-NN reads the backbone alone); the bank and query
+images from the config's ``knn_bank_dataloader`` / ``knn_query_dataloader``, or from
 folders given by path. ImageNet on 8 GPUs, e.g.:
 
     python -m torch.distributed.run --nproc_per_node=8 tools/benchmarks/knn.py \
@@ -32,10 +34,9 @@ from mmengine.dist import get_rank, get_world_size, init_dist  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmpretrain.registry import MODELS  # noqa: E402
+from repre_mm.apis import init_model  # noqa: E402
 from repre_mm.evaluation.knn import (default_kinds, features_from_dataloader,  # noqa: E402
                                      knn_accuracy)
-from repre_mm.utils.checkpoint import load_strict, load_weights  # noqa: E402
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
 
 
@@ -130,12 +131,8 @@ def main():
     init_default_scope('mmpretrain')  # dataloaders are built outside a Runner
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    # as mmengine's Runner does: the top-level data_preprocessor belongs to the model
-    cfg.model.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
-    model = MODELS.build(cfg.model)
-    load_strict(model, load_weights(args.checkpoint), source=args.checkpoint)
-    model = model.to(device).eval()
+        cfg.merge_from_dict(args.cfg_options)  # for the model and the config's loaders
+    model = init_model(cfg, args.checkpoint, device)
     kinds = tuple(args.kinds) if args.kinds else default_kinds(model.backbone)
     amp_dtype = getattr(torch, args.amp_dtype) if args.amp else None
 
