@@ -6,6 +6,7 @@ torch / torchvision / mmcv triggers none of the conditional ones.
 """
 import importlib.util
 import os
+import os.path as osp
 import re
 import sys
 from pathlib import Path
@@ -436,6 +437,39 @@ def patch_remove_old_checkpoints_after_save() -> bool:
     return True
 
 
+# --- 8. mmengine: the `repre_mm::` config scope of an editable install -----------------------------
+def _package_folder() -> str:
+    return osp.dirname(osp.abspath(__file__))
+
+
+def patch_editable_package_scope(installed_path=None) -> bool:
+    """mmengine (0.10.7) resolves ``_base_ = 'repre_mm::...'`` through
+    ``get_installed_path('repre-mm')``, which looks for the package beside its ``.dist-info``.
+    ``pip install -e`` (PEP 660) leaves only the ``.dist-info`` and an import hook there, so the
+    scope fails with ``FileNotFoundError: .../site-packages/repre_mm/.mim/model-index.yml``.
+    Applied only where mmengine's answer holds no ``.mim`` folder: the scope is then the folder
+    of the ``repre_mm`` that is imported. Any other package's lookup is unchanged, and a wheel
+    install (where mmengine finds ``.mim``) is not patched."""
+    if 'editable_scope' in _APPLIED:
+        return False
+    import mmengine.config.config as mmengine_config
+    lookup = installed_path or mmengine_config.get_installed_path
+    try:
+        found = osp.isdir(osp.join(lookup('repre-mm'), '.mim'))
+    except Exception:  # not installed at all: PYTHONPATH use
+        found = False
+    if found:
+        return False
+    original = ORIGINALS['get_installed_path'] = mmengine_config.get_installed_path
+
+    def get_installed_path(package: str) -> str:
+        return _package_folder() if package == 'repre-mm' else original(package)
+
+    mmengine_config.get_installed_path = get_installed_path
+    _APPLIED.add('editable_scope')
+    return True
+
+
 def apply_all() -> None:
     patch_torchvision_ops_schemas()
     patch_cpu_distributed_init()
@@ -444,6 +478,7 @@ def apply_all() -> None:
     patch_checkpoint_safe_load()
     patch_atomic_local_writes()
     patch_remove_old_checkpoints_after_save()
+    patch_editable_package_scope()
 
 
 apply_all()

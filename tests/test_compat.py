@@ -316,3 +316,27 @@ def test_the_oldest_checkpoint_is_removed_only_after_the_new_one_is_written(tmp_
     hook._save_checkpoint_with_step(runner, 2, meta=dict(epoch=2))
     assert sorted(os.listdir(tmp_path)) == ['epoch_2.pth', 'last_checkpoint']
     assert hasattr(type(hook.file_backend), 'remove') and 'remove' not in vars(hook.file_backend)
+
+
+def test_editable_scope_patch_applies_only_where_mmengine_misses_the_configs(tmp_path,
+                                                                          monkeypatch):
+    """``repre_mm::`` under ``pip install -e``: mmengine looks beside the .dist-info and finds no
+    .mim folder; the patch then resolves the scope to the imported package. Where mmengine
+    finds .mim (a wheel install), nothing is patched."""
+    import mmengine.config.config as mmengine_config
+    from repre_mm import compat
+    monkeypatch.setattr(compat, '_APPLIED', set())
+    monkeypatch.setattr(compat, 'ORIGINALS', dict(compat.ORIGINALS))
+    monkeypatch.setattr(mmengine_config, 'get_installed_path', mmengine_config.get_installed_path)
+    wheel = tmp_path / 'site-packages' / 'repre_mm'
+    (wheel / '.mim').mkdir(parents=True)
+    assert not compat.patch_editable_package_scope(lambda package: str(wheel))
+    assert 'editable_scope' not in compat._APPLIED
+
+    def editable(package):  # only the .dist-info is in site-packages
+        return str(tmp_path / 'site-packages' / 'missing')
+
+    monkeypatch.setattr(mmengine_config, 'get_installed_path', editable)
+    assert compat.patch_editable_package_scope(editable)
+    assert mmengine_config.get_installed_path('repre-mm') == compat._package_folder()
+    assert mmengine_config.get_installed_path('mmpretrain') == editable('mmpretrain')

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 
 import pytest
@@ -24,18 +25,36 @@ def _clean_env(**extra):
     return env
 
 
+def _clean_copy(dest):
+    """The files of this checkout that git tracks or would track (a fresh clone plus work not yet
+    committed), copied to dest: no build leftovers (repre_mm/.mim, *.egg-info, build/)."""
+    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if osp.isfile(osp.join(ROOT, f)):
+            os.makedirs(dest / osp.dirname(f), exist_ok=True)
+            shutil.copy2(osp.join(ROOT, f), dest / f)
+    return dest
+
+
+def _files_under(folder):
+    """Every file below folder (recursively), relative to it; bytecode left out."""
+    return {osp.relpath(osp.join(d, f), folder) for d, _, files in os.walk(folder)
+            for f in files if '__pycache__' not in d and not f.endswith('.pyc')}
+
+
+def _repre_configs():
+    """configs/repre/**/*.py, subfolders (ablations/) included."""
+    folder = osp.join(ROOT, 'configs', 'repre')
+    return {osp.join('configs', 'repre', f) for f in _files_under(folder) if f.endswith('.py')}
+
+
 @pytest.fixture(scope='module')
 def installed(tmp_path_factory):
     """repre-mm built as a wheel from a clean copy of the tracked files, installed into a folder
     of its own (no deps: the stack is already in this environment)."""
     base = tmp_path_factory.mktemp('pkg')
-    src = base / 'src'
-    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if osp.isfile(osp.join(ROOT, f)):
-            os.makedirs(src / osp.dirname(f), exist_ok=True)
-            shutil.copy2(osp.join(ROOT, f), src / f)
+    src = _clean_copy(base / 'src')
     proc = subprocess.run([PY, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation',
                            '-w', str(base / 'dist'), str(src)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -91,14 +110,16 @@ def test_mim_train_finds_the_package_config_and_tool(installed, tmp_path):
 
 
 def test_model_index_lists_every_repre_config():
+    """Every config below configs/repre/, ablations/ included, once, under its own name."""
     import modelindex
     index = modelindex.load(osp.join(ROOT, 'model-index.yml'))
-    listed = {m.config.filepath if hasattr(m.config, 'filepath') else m.config
-              for m in index.models}
-    shipped = {f'configs/repre/{f}' for f in os.listdir(osp.join(ROOT, 'configs', 'repre'))
-               if f.endswith('.py')}
-    assert listed == shipped
+    listed = [m.config.filepath if hasattr(m.config, 'filepath') else m.config
+              for m in index.models]
+    shipped = _repre_configs()
+    assert any('/ablations/' in c for c in shipped)  # the walk went below configs/repre
+    assert sorted(listed) == sorted(shipped)
     for model in index.models:
+        assert model.name == osp.basename(model.config)[:-3]
         assert model.in_collection == 'RePre' and model.weights is None
 
 
@@ -199,5 +220,87 @@ def test_mim_search_lists_every_config(installed, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ids = set(re.findall(r'config id: (\S+)', proc.stdout))
-    shipped = {f[:-3] for f in os.listdir(osp.join(ROOT, 'configs', 'repre')) if f.endswith('.py')}
-    assert ids == shipped
+    assert ids == {osp.basename(c)[:-3] for c in _repre_configs()}
+
+
+def test_an_sdist_of_a_clean_copy_installs_with_the_configs(tmp_path):
+    """setup.py sdist in a clean copy, then pip installs that sdist (it builds a wheel from it):
+    the sdist carries what setup.py reads at build time (MANIFEST.in), and the installed package
+    carries every config, the tools and the model index under repre_mm/.mim."""
+    src = _clean_copy(tmp_path / 'src')
+    proc = subprocess.run([PY, 'setup.py', '-q', 'sdist', '-d', str(tmp_path / 'dist')],
+                          cwd=str(src), capture_output=True, text=True, env=_clean_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (sdist, ) = os.listdir(tmp_path / 'dist')
+    with tarfile.open(tmp_path / 'dist' / sdist) as tar:
+        names = {n.partition('/')[2] for n in tar.getnames()}
+    for name in ('setup.py', 'README.md', 'model-index.yml', 'requirements/runtime.txt',
+                 'requirements/mminstall.txt', 'requirements/downstream.txt',
+                 'requirements/tests.txt', f'configs/{SMALL}', 'tools/train.py'):
+        assert name in names, name
+    assert not any('__pycache__' in n or n.endswith('.pyc') for n in names)
+
+    target = tmp_path / 'site'
+    proc = subprocess.run([PY, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation',
+                           '--target', str(target), str(tmp_path / 'dist' / sdist)],
+                          cwd=str(tmp_path), capture_output=True, text=True, env=_clean_env())
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    mim = target / 'repre_mm' / '.mim'
+    assert _files_under(mim / 'configs') == _files_under(src / 'configs')
+    assert _files_under(mim / 'tools') == _files_under(src / 'tools')
+    assert (mim / 'model-index.yml').read_text() == (src / 'model-index.yml').read_text()
+    assert (target / 'repre_mm' / 'data' / 'fashion_mnist_subset.npz').is_file()
+    # install_requires came from requirements/runtime.txt
+    (info, ) = [d for d in os.listdir(target) if d.endswith('.dist-info')]
+    requires = [line.split(':', 1)[1].strip() for line in
+                (target / info / 'METADATA').read_text().splitlines()
+                if line.startswith('Requires-Dist:') and 'extra ==' not in line]
+    runtime = [line.strip() for line in (src / 'requirements' / 'runtime.txt').read_text()
+               .splitlines() if line.strip() and not line.startswith('#')]
+    assert len(requires) == len(runtime) > 0
+
+
+def test_the_repre_mm_scope_under_pip_install_editable(tmp_path):
+    """`pip install -e` of a clean copy into a venv of its own; then a user's config in another
+    folder inherits `repre_mm::` configs, and they are the copy's live files: an edit made
+    after the install shows."""
+    src = _clean_copy(tmp_path / 'src')
+    venv = tmp_path / 'venv'
+    subprocess.run([PY, '-m', 'venv', '--without-pip', str(venv)], check=True)
+    vpy = str(venv / 'bin' / 'python')
+    purelib = subprocess.run([vpy, '-c', 'import sysconfig; print(sysconfig.get_path("purelib"))'],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    # The stack (torch, mmengine, mmpretrain, pip, setuptools) is this interpreter's: its folders
+    # as plain path lines, after the venv's own site-packages. A plain line runs no .pth file of
+    # this environment, so an editable install of this checkout there stays out of it.
+    root = osp.abspath(ROOT)
+    stack = [p for p in sys.path if p and osp.isdir(p)
+             and osp.commonpath([osp.abspath(p), root]) != root]
+    with open(osp.join(purelib, '_stack.pth'), 'w') as f:
+        f.write('\n'.join(stack) + '\n')
+    proc = subprocess.run([vpy, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation',
+                           '--use-pep517', '--ignore-installed', '-e', str(src)],
+                          cwd=str(tmp_path), capture_output=True, text=True, env=_clean_env())
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    with open(src / 'configs' / SMALL, 'a') as f:  # an edit after the install
+        f.write("\nedited_after_install = 'yes'\n")
+
+    user = tmp_path / 'user'
+    user.mkdir()
+    (user / 'my_repre.py').write_text(f"_base_ = 'repre_mm::{SMALL}'\n"
+                                      "model = dict(rec_head=dict(loss_weight=0.5))\n")
+    ablation = ('repre/ablations/'
+                'repre_mocov3_vit-small-p16_levels-last_16xb256-amp-coslr-300e_in1k.py')
+    (user / 'my_ablation.py').write_text(f"_base_ = 'repre_mm::{ablation}'\n")
+    code = ('import repre_mm, mmengine.config as c; print(repre_mm.__file__)\n'
+            "for name in ('my_repre.py', 'my_ablation.py'):\n"
+            '    cfg = c.Config.fromfile(name)\n'
+            '    print(cfg.model.type, cfg.model.levels, cfg.model.rec_head.loss_weight, '
+            'cfg.edited_after_install)\n')
+    proc = subprocess.run([vpy, '-c', code], cwd=str(user), capture_output=True, text=True,
+                          env=_clean_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    where, mine, theirs = proc.stdout.strip().splitlines()[-3:]
+    assert where == str(src / 'repre_mm' / '__init__.py')  # the copy, not this checkout
+    assert mine == 'RePre (2, 5, 8, 11) 0.5 yes'
+    assert theirs == 'RePre (11,) 1.0 yes'
