@@ -190,3 +190,45 @@ def tiny_ade20k(root, num=2, splits=('training', )):
             cv2.imwrite(os.path.join(root, f'annotations/{split}', f'{i}.png'),
                         rng.integers(0, 151, (64, 96), dtype=np.uint8))
     return root
+
+
+def scene_seg_folder(root, num_classes=4, counts=(('train', 16), ('val', 4), ('test', 8)),
+                     sizes=((64, 48), (48, 64), (56, 40)), seed=0):
+    """A semantic-segmentation dataset in mmseg's folder layout that an encoder can learn:
+    random rectangles and ellipses of ``num_classes`` classes, each class its own colour and
+    stripe texture (plus noise), on images of several sizes, landscape and portrait (w, h),
+    JPEG and PNG. Labels hold the class ids; a 1-pixel band around every shape is 255
+    (ignore), as in real annotations. Returns ``root``."""
+    import os
+    import cv2
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(30, 226, (num_classes, 3))
+    for split, num in counts:
+        for sub in ('img_dir', 'ann_dir'):
+            os.makedirs(os.path.join(root, sub, split), exist_ok=True)
+        for i in range(num):
+            w, h = sizes[i % len(sizes)]
+            label = np.zeros((h, w), np.uint8)  # class 0 is the background class
+            for _ in range(int(rng.integers(2, 5))):
+                c = int(rng.integers(1, num_classes))
+                x0, y0 = int(rng.integers(0, w - 12)), int(rng.integers(0, h - 12))
+                x1, y1 = x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2))
+                if rng.random() < 0.5:
+                    cv2.rectangle(label, (x0, y0), (x1, y1), c, -1)
+                else:
+                    box = (((x0 + x1) / 2, (y0 + y1) / 2), (x1 - x0, y1 - y0), 0)
+                    cv2.ellipse(label, box, c, -1)
+            yy, xx = np.mgrid[:h, :w]
+            image = colours[label].astype(np.float64)
+            stripes = np.sin((xx * (1 + label) + yy * (label % 2)) * 0.9)  # class texture
+            image += 30 * stripes[..., None] + rng.normal(0, 12, image.shape)
+            edges = cv2.morphologyEx(label, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+            label[edges] = 255
+            ext = '.jpg' if i % 3 == 0 else '.png'
+            cv2.imwrite(os.path.join(root, 'img_dir', split, f'{split}{i:03d}{ext}'),
+                        np.clip(image, 0, 255).astype(np.uint8)[..., ::-1])
+            cv2.imwrite(os.path.join(root, 'ann_dir', split, f'{split}{i:03d}.png'), label)
+    with open(os.path.join(root, 'classes.txt'), 'w') as f:
+        f.write('\n'.join(f'class{c}' for c in range(num_classes)) + '\n')
+    return root

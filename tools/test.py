@@ -4,6 +4,7 @@ import argparse
 import os
 
 import repre_mm  # noqa: F401,I001  (first: its compat patches precede torchvision's import)
+import mmengine
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
@@ -18,7 +19,11 @@ def parse_args():
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the evaluation logs')
-    parser.add_argument('--out', help='dump the predictions to this pickle file')
+    parser.add_argument('--out', help='the file to write the test results to (see --out-item)')
+    parser.add_argument(
+        '--out-item', choices=['pred', 'metrics'], default='pred',
+        help='what --out holds: the predictions (pickle, the default) or the evaluation '
+        'metrics (JSON / YAML / pickle by the file extension), as in mmpretrain')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value pairs')
@@ -47,9 +52,11 @@ def main():
     check_data_paths(cfg, fields=('test_dataloader', ))
 
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if args.out:
+    if args.out and args.out_item == 'pred':
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     metrics = runner.test()
+    if args.out and args.out_item == 'metrics':
+        mmengine.dump(metrics, args.out)
     print(metrics)
 
 

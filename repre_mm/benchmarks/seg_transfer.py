@@ -1,0 +1,657 @@
+"""Dense transfer on real images: pre-train once, then segment, RePre vs its base.
+
+For a semantic-segmentation dataset in mmseg's folder layout (``img_dir/``, ``ann_dir/``,
+``classes.txt``; see repre_mm/datasets/seg_folder.py):
+
+1. pre-training without labels on the train (+ val) images: the shipped tiny-ViT MoCo v3 / DINO
+   baseline and RePre configs, adapted to the data (crop size, patch, channel statistics,
+   colour augmentations), 3 seeds, two runs at a time; or existing checkpoints
+   (``--checkpoints baseline=A.pth repre=B.pth``);
+2. a frozen linear probe of every encoder's patch tokens (final norm and a middle block),
+   fitted on the train split, scored on the test split (repre_mm/evaluation/seg_probe.py);
+3. fine-tuning through mmseg: the shipped full-size UperNet config, shrunk to the CPU and
+   written out (an ordinary mmseg config), run by tools/benchmarks/transfer.sh (backbone export
+   by tools/model_converters/vit_layouts.py, strict loading, tools/train.py, tools/test.py);
+   mIoU and per-class IoU from mmseg's IoUMetric on the test split;
+4. references: the untrained encoder (probe) and the same fine-tuning from random weights
+   (``untrained``, paired by seed), and the probe on raw per-patch pixels;
+5. paired differences per seed with 95 % intervals and verdicts: first the positive controls
+   (baseline - untrained), then RePre - baseline and RePre - the equal-compute baseline;
+   a picture of test predictions; results.json / results.md.
+
+Training never reads the test split: pre-training reads img_dir/train (and img_dir/val), the
+probe is fitted on train, fine-tuning trains on train without validation.
+"""
+import argparse
+import copy
+import hashlib
+import os
+import os.path as osp
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from mmengine.config import Config
+
+from ..apis import init_model
+from ..datasets.image_folder import image_statistics
+from ..datasets.seg_folder import check_seg_folder
+from ..evaluation.dense_probe import FINAL, default_block
+from ..evaluation.seg_probe import SegmentationProbe
+from ..utils.checkpoint import load_checkpoint_meta, load_strict, load_weights
+from ..utils.logging import quiet_mmengine
+from .pretrain import (EQUAL_COMPUTE, FRAMEWORKS, METHODS, ViewSpec, dump_config,
+                       plan_pretraining, pretrain_config, run_name)
+from .runs import (ROOT, Job, checkpoint_of, file_key, read_json, run_jobs, stored_or_computed,
+                   write_json)
+from .stats import compare, comparison_table, fmt
+
+DOC = __doc__
+UNTRAINED = 'untrained'  # the untrained encoder (probe) / random initialisation (fine-tuning)
+METRICS = ('probe_miou', 'probe_miou_mid', 'finetune_miou')
+METRIC_NAMES = dict(probe_miou='probe mIoU (final norm)', probe_miou_mid='probe mIoU (mid block)',
+                    finetune_miou='fine-tuned mIoU')
+FULL_CONFIG = 'configs/downstream/mmseg/upernet_vit-small-p16_8xb2-10k_camvid-360x480.py'
+PROBE_FILE = 'seg_probe.json'
+# bump when the probe changes what it measures: stored scores then no longer match
+PROBE_VERSION = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=DOC.split('\n')[0])
+    parser.add_argument('--data', required=True,
+                        help='dataset root in mmseg\'s layout: img_dir/{train,[val],test}, '
+                        'ann_dir/{...}, classes.txt')
+    parser.add_argument('--out', default='work_dirs/seg_transfer')
+    parser.add_argument('--quick', action='store_true', help='tiny run for tests (< 3 min)')
+    parser.add_argument('--framework', default='mocov3', choices=list(FRAMEWORKS))
+    parser.add_argument('--methods', nargs='+', choices=METHODS,
+                        help='default: baseline, repre and (MoCo v3) baseline_equal_compute')
+    parser.add_argument('--seeds', type=int, default=3)
+    parser.add_argument('--jobs', type=int, default=2, help='runs at a time (1 thread each)')
+    group = parser.add_argument_group('pre-training')
+    group.add_argument('--epochs', type=int, default=60)
+    group.add_argument('--batch-size', type=int, default=64)
+    group.add_argument('--crop', type=int, default=64, help='side of the pre-training crops')
+    group.add_argument('--patch', type=int, default=8)
+    group.add_argument('--levels', type=int, nargs='+',
+                       help="RePre's tapped blocks (default: the shipped config's)")
+    group.add_argument('--pretrain-splits', nargs='+', default=['train', 'val'],
+                       help='image splits pre-trained on (a missing optional split is skipped)')
+    group.add_argument('--pretrain-short-side', type=int,
+                       help='pre-train on copies of the images downscaled to this short side '
+                       '(default: twice --crop; 0: the images as they are). The crops keep '
+                       'their scale; decoding small copies is several times faster.')
+    group.add_argument('--checkpoints', nargs='+', metavar='METHOD=PATH',
+                       help='evaluate these checkpoints instead of pre-training (one or several '
+                       'per method, the i-th of a method is seed i)')
+    group.add_argument('--pretrain-config',
+                       help='the pre-training config of --checkpoints (default: the config '
+                       'stored in the checkpoint by mmengine)')
+    group = parser.add_argument_group('evaluation')
+    group.add_argument('--short-side', type=int, default=96,
+                       help='image short side (pixels) for the probe and the fine-tuning')
+    group.add_argument('--finetune-config', default=FULL_CONFIG,
+                       help='the full-size mmseg config the CPU fine-tuning is derived from')
+    group.add_argument('--finetune-iters', type=int, default=400)
+    group.add_argument('--finetune-batch', type=int, default=8)
+    group.add_argument('--finetune-lr', type=float, default=1e-3)
+    group.add_argument('--head-channels', type=int, default=64,
+                       help='UperNet channels (the full config has 512)')
+    group.add_argument('--no-finetune', action='store_true', help='the probe only')
+    group.add_argument('--picture-images', type=int, default=4)
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if '--quick' in argv:  # smaller defaults; options given explicitly still win
+        parser.set_defaults(seeds=2, epochs=2, batch_size=8, crop=32, short_side=32,
+                            finetune_iters=4, finetune_batch=2, head_channels=16,
+                            picture_images=2)
+    args = parser.parse_args(argv)
+    if args.methods is None:
+        args.methods = ['baseline', 'repre'] + ([EQUAL_COMPUTE]
+                                                if args.framework == 'mocov3' else [])
+    if args.framework == 'dino' and EQUAL_COMPUTE in args.methods:
+        parser.error('baseline_equal_compute is MoCo v3 only: DINOTeacherTempHook counts '
+                     'epochs, which an iteration-based run does not advance.')
+    if args.crop % args.patch or args.short_side % args.patch:
+        parser.error(f'--crop {args.crop} and --short-side {args.short_side} must be multiples '
+                     f'of --patch {args.patch}.')
+    if args.checkpoints:
+        args.given = parse_checkpoints(parser, args.checkpoints)
+        args.methods = list(args.given)
+    return args
+
+
+def parse_checkpoints(parser, items: List[str]) -> Dict[str, List[str]]:
+    """{method: [path per seed]} of ``--checkpoints METHOD=PATH ...``."""
+    given: Dict[str, List[str]] = {}
+    for item in items:
+        method, sep, path = item.partition('=')
+        if not sep or not method or not path:
+            parser.error(f'--checkpoints takes METHOD=PATH items; got {item!r}.')
+        if method == UNTRAINED:
+            parser.error(f'{UNTRAINED!r} is the reference this benchmark adds itself.')
+        if not osp.isfile(path):
+            parser.error(f'--checkpoints {item}: {path} is not a file.')
+        given.setdefault(method, []).append(path)
+    return given
+
+
+# --- data ------------------------------------------------------------------------------------
+def prepare_data(args) -> dict:
+    """The dataset checked once (every pair, size and label value) and its statistics."""
+    info = check_seg_folder(args.data, splits=('train', 'test'))
+    splits = [s for s in args.pretrain_splits if s in info.pairs]
+    if 'test' in splits:
+        raise SystemExit('--pretrain-splits must not name the test split: the benchmark is '
+                         'scored on it.')
+    images = [image for split in splits for image, _ in info.pairs[split]]
+    mean, std, colour = image_statistics(images[:2000], args.short_side)
+    short = 2 * args.crop if args.pretrain_short_side is None else args.pretrain_short_side
+    image_root = osp.abspath(args.data)
+    if short:
+        image_root = osp.join(osp.abspath(args.out), 'pretrain_images')
+        for split in splits:
+            downscaled_copies([i for i, _ in info.pairs[split]],
+                              osp.join(args.data, 'img_dir', split),
+                              osp.join(image_root, 'img_dir', split), short)
+    print(f'[data] {args.data}: {len(info.classes)} classes, ' + ', '.join(
+        f'{len(pairs)} {split}' for split, pairs in info.pairs.items()) +
+        f' images; median short side {info.train_short_side} px; pre-training on {splits} '
+        f'({len(images)} images, {"colour" if colour else "grey"}), mean {mean}, std {std}')
+    return dict(info=info, pretrain_splits=splits, num_pretrain=len(images),
+                pretrain_root=image_root,
+                spec=ViewSpec(img_size=args.crop, patch=args.patch, mean=mean, std=std,
+                              colour=colour))
+
+
+def downscaled_copies(images: List[str], src: str, dst: str, short_side: int) -> None:
+    """PNG copies of ``images`` (under ``src``) in ``dst``, the same relative paths, the short
+    side reduced to ``short_side`` (never enlarged). Existing copies are kept: a restart does
+    not write them again."""
+    import cv2
+    for image in images:
+        out = osp.join(dst, osp.splitext(osp.relpath(image, src))[0] + '.png')
+        if osp.exists(out):
+            continue
+        array = cv2.imread(image, cv2.IMREAD_COLOR)
+        scale = short_side / min(array.shape[:2])
+        if scale < 1:
+            size = (round(array.shape[1] * scale), round(array.shape[0] * scale))
+            array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+        os.makedirs(osp.dirname(out), exist_ok=True)
+        cv2.imwrite(out + '.tmp.png', array)
+        os.replace(out + '.tmp.png', out)  # a killed run leaves no half-written copy
+
+
+def write_pretrain_config(args, data, method, seed, iters=None) -> str:
+    """The shipped config of ``method`` reading the dataset's own images (no labels) of the
+    pre-training splits, written under <out>/pretrain/configs/."""
+    cfg = pretrain_config(args.framework, method, seed, args.epochs, args.batch_size,
+                          data['spec'], iters, log_interval=1 if args.quick else 10,
+                          levels=args.levels)
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    datasets = [dict(type='CustomDataset', data_root=data['pretrain_root'],
+                     data_prefix=osp.join('img_dir', split), with_label=False,
+                     pipeline=pipeline) for split in data['pretrain_splits']]
+    cfg.train_dataloader.dataset = (datasets[0] if len(datasets) == 1 else
+                                    dict(type='ConcatDataset', datasets=datasets))
+    for key in ('knn_bank_dataloader', 'knn_query_dataloader'):
+        cfg.pop(key, None)  # the k-NN hook is dropped: no labels here
+    return dump_config(cfg, osp.join(args.out, 'pretrain', 'configs',
+                                     f'{run_name(method, seed)}.py'))
+
+
+def pretrain_iterations(args, data, iters):
+    return iters if iters is not None else args.epochs * (data['num_pretrain'] //
+                                                           args.batch_size)
+
+
+# --- the encoders ----------------------------------------------------------------------------
+def encoders(args, data) -> tuple:
+    """({method: [(config, checkpoint) per seed]}, pre-training info, wall seconds): the
+    benchmark's own pre-training runs, or ``--checkpoints``."""
+    if args.checkpoints:
+        runs = {m: [(pretrain_config_of(args, path), path) for path in paths]
+                for m, paths in args.given.items()}
+        return runs, {}, {}
+    if data['num_pretrain'] // args.batch_size < 2:
+        raise SystemExit(f'{data["num_pretrain"]} pre-training images make fewer than 2 batches '
+                         f'of {args.batch_size} per epoch: pass a smaller --batch-size.')
+    seeds = list(range(args.seeds))
+    out = osp.join(args.out, 'pretrain')
+    walls, info = plan_pretraining(
+        out, args.methods, seeds, lambda m, s, iters: write_pretrain_config(args, data, m, s,
+                                                                            iters),
+        args.jobs, lambda iters: pretrain_iterations(args, data, iters))
+    runs = {m: [(osp.join(out, 'configs', f'{run_name(m, s)}.py'),
+                 checkpoint_of(osp.join(out, run_name(m, s)))) for s in seeds]
+            for m in args.methods}
+    return runs, info, walls
+
+
+def pretrain_config_of(args, checkpoint: str) -> str:
+    """--pretrain-config, or the config mmengine stored in ``checkpoint`` (written next to the
+    benchmark's outputs)."""
+    if args.pretrain_config:
+        return args.pretrain_config
+    text = load_checkpoint_meta(checkpoint).get('cfg')
+    if not text:
+        raise SystemExit(f'{checkpoint} stores no config (not an mmengine training checkpoint): '
+                         f'pass --pretrain-config, the config that trained it.')
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = osp.join(args.out, 'given_configs', f'{digest}.py')
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def backbone_of(config: str) -> dict:
+    cfg = Config.fromfile(config)
+    return copy.deepcopy(cfg.model.get('framework', cfg.model).backbone.to_dict()), \
+        dict(mean=list(cfg.data_preprocessor.mean), std=list(cfg.data_preprocessor.std))
+
+
+# --- the frozen probe ------------------------------------------------------------------------
+def probe_scores(args, data, runs) -> tuple:
+    """Probe scores of every encoder ({method: [scores per seed]}, untrained included) and of
+    raw pixels."""
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    info = data['info']
+    first_config = next(iter(runs.values()))[0][0]
+    backbone, norm = backbone_of(first_config)
+    patch = backbone['patch_size']
+    probe, built = [], []
+
+    def get_probe():  # images are read only when some score is missing
+        if not probe:
+            print(f'[probe] reading {len(info.pairs["train"])} train / '
+                  f'{len(info.pairs["test"])} test images at short side {args.short_side}')
+            probe.append(SegmentationProbe(info.pairs['train'], info.pairs['test'],
+                                           info.classes, args.short_side, patch, norm['mean'],
+                                           norm['std']))
+        return probe[0]
+
+    def key(config, checkpoint, seed=None):
+        with open(config, 'rb') as f:
+            config_hash = hashlib.sha256(f.read()).hexdigest()
+        return dict(version=PROBE_VERSION, data=osp.abspath(args.data),
+                    short_side=args.short_side, config=config_hash, seed=seed,
+                    checkpoint=file_key(checkpoint) if checkpoint else None)
+
+    def score(config, checkpoint, seed=0):
+        torch.manual_seed(seed)  # the initial weights of an untrained encoder
+        model = init_model(config, checkpoint)
+        block = default_block(model.backbone)
+        final = get_probe().score_encoder(model.backbone, FINAL)
+        mid = get_probe().score_encoder(model.backbone, block)
+        return dict(probe_miou=final['miou'], probe_miou_mid=mid['miou'],
+                    probe_pixel_acc=final['pixel_acc'], probe_per_class=final['per_class'],
+                    probe_mid_block=block)
+
+    scores = {}
+    for method, seeds in runs.items():
+        for seed, (config, checkpoint) in enumerate(seeds):
+            where = (osp.dirname(checkpoint) if not args.checkpoints else
+                     osp.join(args.out, 'given', run_name(method, seed)))
+            scores.setdefault(method, []).append(stored_or_computed(
+                osp.join(where, PROBE_FILE), key(config, checkpoint),
+                lambda: score(config, checkpoint), f'{method} seed {seed}'))
+            print(f'[probe] {method} seed {seed}: mIoU {scores[method][-1]["probe_miou"]:.2f} '
+                  f'(final), {scores[method][-1]["probe_miou_mid"]:.2f} (mid block)')
+    num_seeds = max(len(s) for s in runs.values())
+
+    def references():
+        untrained = [score(first_config, None, seed) for seed in range(num_seeds)]
+        pixels = get_probe().score_pixels()
+        return dict(untrained=untrained, raw_pixels=dict(
+            probe_miou=pixels['miou'], probe_pixel_acc=pixels['pixel_acc'],
+            probe_per_class=pixels['per_class']))
+
+    refs = stored_or_computed(osp.join(args.out, 'references.json'),
+                              dict(key(first_config, None), seeds=num_seeds), references,
+                              'the references')
+    scores[UNTRAINED] = refs['untrained']
+    print(f'[probe] untrained: mIoU ' + ', '.join(f'{s["probe_miou"]:.2f}'
+                                                  for s in refs['untrained']) +
+          f'; raw pixels {refs["raw_pixels"]["probe_miou"]:.2f}')
+    return scores, refs['raw_pixels']
+
+
+# --- fine-tuning through mmseg ---------------------------------------------------------------
+def out_indices(depth: int) -> tuple:
+    """Four blocks evenly spread over the depth, the last included: (2, 5, 8, 11) for 12."""
+    return tuple((i + 1) * depth // 4 - 1 for i in range(4))
+
+
+def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
+                    backbone_checkpoint: Optional[str]) -> str:
+    """The full-size mmseg config (``--finetune-config``) shrunk to the CPU and to the
+    pre-trained encoder: its backbone (the pre-training key layout) loaded strictly from
+    ``backbone_checkpoint`` (the export transfer.sh writes; None: random weights), four tapped
+    blocks, a narrower UperNet, the probe's image size, ``--finetune-iters`` iterations without
+    validation. Written under <out>/finetune/configs/: tools/train.py trains it as it is."""
+    cfg = Config.fromfile(osp.join(ROOT, args.finetune_config)
+                          if not osp.isabs(args.finetune_config) else args.finetune_config)
+    backbone, norm = backbone_of(pretrain_cfg)
+    embed = backbone['arch']['embed_dims'] if isinstance(backbone['arch'], dict) else None
+    depth = backbone['arch']['num_layers'] if isinstance(backbone['arch'], dict) else 12
+    if embed is None:  # a named arch: ask mmpretrain
+        from mmpretrain.models import VisionTransformer
+        settings = VisionTransformer.arch_zoo[backbone['arch']]
+        embed, depth = settings['embed_dims'], settings['num_layers']
+    short = args.short_side
+    crop, scale = (short, short), (2 * short, short)
+    backbone.pop('frozen_stages', None)
+    backbone.update(type='mmpretrain.' + backbone['type'].split('.')[-1], img_size=crop,
+                    out_type='featmap', out_indices=out_indices(depth), drop_path_rate=0.0,
+                    init_cfg=dict(type='Pretrained', checkpoint=backbone_checkpoint,
+                                  prefix='backbone.', strict=True)
+                    if backbone_checkpoint else None)
+    if 'stop_grad_conv1' in backbone:
+        backbone['stop_grad_conv1'] = False  # a pre-training trick, not for fine-tuning
+    num_classes = len(data['info'].classes)
+    channels = args.head_channels
+    cfg.model.backbone = backbone
+    cfg.model.data_preprocessor.update(size=crop, mean=norm['mean'], std=norm['std'],
+                                       test_cfg=dict(size_divisor=backbone['patch_size']))
+    cfg.model.neck.update(in_channels=[embed] * 4, out_channels=embed)
+    cfg.model.decode_head.update(in_channels=[embed] * 4, channels=channels,
+                                 num_classes=num_classes)
+    cfg.model.auxiliary_head.update(in_channels=embed, channels=max(channels // 2, 8),
+                                    num_classes=num_classes)
+    for key in ('train_dataloader', 'test_dataloader'):
+        loader = cfg[key]
+        loader.update(num_workers=0, persistent_workers=False)
+        loader.dataset.data_root = osp.abspath(args.data)
+        for t in loader.dataset.pipeline:
+            if t.type in ('RandomResize', 'Resize'):
+                t.scale = scale
+            elif t.type == 'RandomCrop':
+                t.crop_size = crop
+    cfg.train_dataloader.batch_size = args.finetune_batch
+    cfg.train_dataloader.dataset.split = 'train'
+    cfg.test_dataloader.update(batch_size=1)
+    cfg.test_dataloader.dataset.split = 'test'
+    # no validation: the test split is only read by tools/test.py after training
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    iters = args.finetune_iters
+    warmup = max(1, iters // 10)
+    cfg.optim_wrapper.optimizer.lr = args.finetune_lr
+    cfg.param_scheduler = [
+        dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup),
+        dict(type='PolyLR', eta_min=0.0, power=1.0, begin=warmup, end=iters, by_epoch=False)]
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
+    cfg.default_hooks.checkpoint.update(interval=iters, max_keep_ckpts=1)
+    cfg.default_hooks.logger.update(interval=1 if args.quick else 10)
+    cfg.randomness = dict(seed=seed)
+    cfg.work_dir = None
+    return dump_config(cfg, osp.join(args.out, 'finetune', 'configs', f'{name}.py'))
+
+
+def finetune_jobs(args, data, runs) -> tuple:
+    """A fine-tuning job per encoder and seed (and from random weights per seed), each a
+    tools/benchmarks/transfer.sh call; a job whose metrics exist for the same config and
+    checkpoint is reused."""
+    jobs, where = [], {}
+    untrained = [(config, None) for config, _ in runs[next(iter(runs))]]
+    for method, seeds in list(runs.items()) + [(UNTRAINED, untrained)]:
+        for seed, (config, checkpoint) in enumerate(seeds):
+            name = run_name(method, seed)
+            work_dir = osp.join(args.out, 'finetune', name)
+            metrics = osp.join(work_dir, 'metrics.json')
+            where[(method, seed)] = metrics
+
+            def prepare(config=config, checkpoint=checkpoint, seed=seed, name=name,
+                        work_dir=work_dir, metrics=metrics):
+                export = osp.abspath(osp.join(work_dir, 'backbone.pth')) if checkpoint else None
+                path = finetune_config(args, data, config, seed, name, export)
+                with open(path, 'rb') as f:
+                    key = dict(config=hashlib.sha256(f.read()).hexdigest(),
+                               checkpoint=file_key(checkpoint) if checkpoint else None)
+                key_file = osp.join(work_dir, 'finetune_key.json')
+                if osp.exists(metrics) and read_json(key_file) == key:
+                    return None
+                if osp.exists(metrics):
+                    os.remove(metrics)
+                write_json(key_file, key)
+                return ['bash', osp.join(ROOT, 'tools', 'benchmarks', 'transfer.sh'),
+                        'custom', osp.abspath(checkpoint) if checkpoint else 'none', '1']
+
+            env = dict(CONFIG=osp.join(args.out, 'finetune', 'configs', f'{name}.py'),
+                       WORK_DIR=work_dir, PYTHON=sys.executable,
+                       TEST_ARGS=f'--out {metrics} --out-item metrics')
+            jobs.append(Job(name, work_dir, prepare, args.finetune_iters, env=env))
+    return jobs, where
+
+
+def finetune_scores(args, data, runs) -> tuple:
+    jobs, where = finetune_jobs(args, data, runs)
+    walls = run_jobs(jobs, osp.join(args.out, 'finetune'), args.jobs)
+    scores = {}
+    for (method, seed), path in where.items():
+        metrics = read_json(path)
+        if metrics is None:
+            raise RuntimeError(f'{path} is missing: the fine-tuning of {method} seed {seed} '
+                               f'wrote no metrics (see its log under {args.out}/finetune).')
+        per_class = {k[len('IoU.'):]: v for k, v in metrics.items() if k.startswith('IoU.')}
+        scores.setdefault(method, []).append(dict(
+            finetune_miou=metrics['mIoU'], finetune_aacc=metrics['aAcc'],
+            finetune_per_class={k: (None if v != v else v) for k, v in per_class.items()},
+            finetune_wall_s=walls[run_name(method, seed)]))
+    return scores
+
+
+# --- picture ---------------------------------------------------------------------------------
+def palette_of(info) -> np.ndarray:
+    if info.palette:
+        return np.array(info.palette, np.uint8)
+    rng = np.random.default_rng(0)  # a fixed palette where the dataset has none
+    return rng.integers(0, 255, (len(info.classes), 3), dtype=np.uint8)
+
+
+def colourise(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    out = np.zeros(label.shape + (3, ), np.uint8)  # ignored pixels black
+    valid = label < len(palette)
+    out[valid] = palette[label[valid]]
+    return out
+
+
+def prediction_picture(args, data, methods: List[str], path: str) -> Optional[str]:
+    """Rows: test images; columns: image, ground truth, then the fine-tuned (seed 0)
+    prediction of each of ``methods``, in the dataset's palette."""
+    import cv2
+    from mmseg.apis import inference_model
+    from mmseg.apis import init_model as init_segmentor
+    info = data['info']
+    palette = palette_of(info)
+    models = []
+    for method in methods:
+        work_dir = osp.join(args.out, 'finetune', run_name(method, 0))
+        checkpoint = checkpoint_of(work_dir)
+        if checkpoint is None:
+            return None
+        config = osp.join(args.out, 'finetune', 'configs', f'{run_name(method, 0)}.py')
+        cfg = Config.fromfile(config)
+        cfg.model.backbone.init_cfg = None
+        model = init_segmentor(cfg, None, device='cpu')
+        load_strict(model, load_weights(checkpoint), source=checkpoint)
+        model.dataset_meta = dict(classes=info.classes, palette=palette.tolist())
+        models.append(model)
+    pairs = info.pairs['test']
+    picked = [pairs[i] for i in np.linspace(0, len(pairs) - 1, args.picture_images).astype(int)]
+    rows, height = [], 180
+    for image_path, label_path in picked:
+        image = cv2.imread(image_path, cv2.IMREAD_COLOR)[..., ::-1]
+        label = cv2.imread(label_path, cv2.IMREAD_UNCHANGED)
+        cells = [image, colourise(label, palette)]
+        for model in models:
+            pred = inference_model(model, image_path).pred_sem_seg.data[0].numpy()
+            cells.append(colourise(pred, palette))
+        cells = [cv2.resize(np.ascontiguousarray(c), (round(c.shape[1] * height / c.shape[0]),
+                                                     height), interpolation=cv2.INTER_NEAREST)
+                 for c in cells]
+        rows.append((np.concatenate(cells, 1), [c.shape[1] for c in cells]))
+    width = max(r.shape[1] for r, _ in rows)
+    header = np.full((28, width, 3), 255, np.uint8)
+    x = 0
+    for title, cell_width in zip(['image', 'ground truth'] + [f'{m} (fine-tuned)'
+                                                            for m in methods], rows[0][1]):
+        cv2.putText(header, title, (x + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        x += cell_width
+    rows = [header] + [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)),
+                              constant_values=255) for r, _ in rows]
+    cv2.imwrite(path, np.concatenate(rows)[..., ::-1])
+    return path
+
+
+# --- report ----------------------------------------------------------------------------------
+def merge(runs_scores: List[Dict[str, List[dict]]]) -> List[dict]:
+    """[{method, seed, metric...}] from {method: [scores per seed]} dicts."""
+    merged: Dict[tuple, dict] = {}
+    for scores in runs_scores:
+        for method, seeds in scores.items():
+            for seed, s in enumerate(seeds):
+                merged.setdefault((method, seed), dict(method=method, seed=seed)).update(s)
+    return list(merged.values())
+
+
+def all_comparisons(results: List[dict]) -> Dict[str, dict]:
+    """The positive control first (does pre-training beat no pre-training?), then every RePre
+    method against the baseline and the equal-compute baseline."""
+    methods = list(dict.fromkeys(r['method'] for r in results))
+    comparisons = {}
+    for method in methods:  # baseline - untrained: the control every comparison relies on
+        if method.startswith('baseline'):
+            diff = compare(results, method, UNTRAINED, METRICS)
+            if diff:
+                comparisons[f'{method} - untrained'] = diff
+    for method in methods:
+        if method.startswith('baseline') or method == UNTRAINED:
+            continue
+        for against in ('baseline', EQUAL_COMPUTE):
+            diff = compare(results, method, against, METRICS)
+            if diff:
+                suffix = ' (equal compute)' if against == EQUAL_COMPUTE else ''
+                comparisons[f'{method} - baseline{suffix}'] = diff
+    return comparisons
+
+
+def results_table(results, raw_pixels) -> List[str]:
+    names = [METRIC_NAMES[m] for m in METRICS]
+    lines = ['| encoder | seeds | ' + ' | '.join(names) + ' |', '|---' * (len(METRICS) + 2) + '|']
+    by_method: Dict[str, List[dict]] = {}
+    for r in results:
+        by_method.setdefault(r['method'], []).append(r)
+    for method, runs in by_method.items():
+        label = ('untrained (probe) / from scratch (fine-tuned)' if method == UNTRAINED
+                 else method)
+        lines.append(f'| {label} | {len(runs)} | ' + ' | '.join(
+            fmt([r[m] for r in runs]) if all(r.get(m) is not None for r in runs) else '-'
+            for m in METRICS) + ' |')
+    lines.append(f'| raw pixels (probe) | - | {raw_pixels["probe_miou"]:.2f} | - | - |')
+    return lines
+
+
+def per_class_table(results, classes, key) -> List[str]:
+    by_method: Dict[str, List[dict]] = {}
+    for r in results:
+        if r.get(key):
+            by_method.setdefault(r['method'], []).append(r[key])
+    if not by_method:
+        return []
+    lines = ['| encoder | ' + ' | '.join(classes) + ' |', '|---' * (len(classes) + 1) + '|']
+    for method, runs in by_method.items():
+        cells = []
+        for c in classes:
+            values = [run[c] for run in runs if run.get(c) is not None]
+            cells.append(f'{statistics.mean(values):.1f}' if values else '-')
+        lines.append(f'| {method} | ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+def describe(args, data, pretrain_info) -> str:
+    info, spec = data['info'], data['spec']
+    if args.checkpoints:
+        what = 'given checkpoints (' + ', '.join(f'{m}: {len(p)}' for m, p in
+                                                 args.given.items()) + ')'
+    else:
+        what = (f'{args.framework}, tiny ViT (patch {args.patch}), pre-trained on '
+                f'{data["num_pretrain"]} {"+".join(data["pretrain_splits"])} images without '
+                f'labels, {args.crop}-px random resized crops, {args.epochs} epochs of '
+                f'{args.batch_size}')
+        if pretrain_info:
+            what += (f'; equal-compute baseline {pretrain_info["iters"]} iterations (time '
+                     f'ratio RePre / baseline {pretrain_info["time_ratio"]:.3f})')
+    finetune = ('no fine-tuning' if args.no_finetune else
+                f'fine-tuning: UperNet ({args.head_channels} channels) through mmseg, '
+                f'{args.finetune_iters} iterations of {args.finetune_batch} '
+                f'{args.short_side}x{args.short_side} crops, AdamW lr {args.finetune_lr}, '
+                f'layer decay 0.65')
+    return (f'{args.data}: {len(info.classes)} classes, {len(info.pairs["train"])} train / '
+            f'{len(info.pairs["test"])} test images. Encoders: {what}. Probe: linear 1x1 head '
+            f'on frozen patch tokens, images at short side {args.short_side} px, logits '
+            f'upsampled to the label size, mIoU over the classes on the test split; {finetune}. '
+            f'Mean ± sd over seeds; mean pixels {spec.mean}.')
+
+
+def write_report(args, data, results, raw_pixels, pretrain_info, timing, picture) -> dict:
+    comparisons = all_comparisons(results)
+    classes = data['info'].classes
+    lines = [describe(args, data, pretrain_info), ''] + results_table(results, raw_pixels) + \
+        ['', 'Paired differences (per seed, mean, 95 % Student-t interval, verdict):', ''] + \
+        comparison_table(comparisons, METRIC_NAMES) + \
+        ['', 'Per-class IoU, fine-tuned (mean over seeds):', ''] + \
+        per_class_table(results, classes, 'finetune_per_class') + \
+        ['', 'Per-class IoU, frozen probe, final norm (mean over seeds):', ''] + \
+        per_class_table(results + [dict(method='raw pixels',
+                                        probe_per_class=raw_pixels['probe_per_class'])],
+                        classes, 'probe_per_class') + \
+        ['', 'Wall clock per stage (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timing.items())]
+    settings = {k: v for k, v in vars(args).items() if k != 'given'}
+    summary = dict(settings=settings, classes=classes, results=results, raw_pixels=raw_pixels,
+                   paired=comparisons, equal_compute=pretrain_info, timing_s=timing,
+                   picture=picture, torch=torch.__version__)
+    write_json(osp.join(args.out, 'results.json'), summary)
+    with open(osp.join(args.out, 'results.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    print('\n' + '\n'.join(lines) + '\n')
+    return summary
+
+
+def main(argv=None):
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a log file at once
+    args = parse_args(argv)
+    quiet_mmengine()
+    os.makedirs(args.out, exist_ok=True)
+    timing, t0 = {}, time.time()
+    data = prepare_data(args)
+    runs, pretrain_info, _ = encoders(args, data)
+    timing['pre-training'] = time.time() - t0
+    t1 = time.time()
+    probe, raw_pixels = probe_scores(args, data, runs)
+    timing['probe'] = time.time() - t1
+    parts = [probe]
+    picture = None
+    if not args.no_finetune:
+        t2 = time.time()
+        parts.append(finetune_scores(args, data, runs))
+        timing['fine-tuning'] = time.time() - t2
+        shown = [m for m in ('baseline', 'repre') if m in runs] or list(runs)[:2]
+        picture = prediction_picture(args, data, shown,
+                                     osp.join(args.out, 'predictions.png'))
+    timing['total'] = time.time() - t0
+    results = merge(parts)
+    summary = write_report(args, data, results, raw_pixels, pretrain_info, timing, picture)
+    print(f'total {timing["total"]:.0f} s; {osp.join(args.out, "results.md")}; picture '
+          f'{picture}')
+    return summary

@@ -1,0 +1,232 @@
+"""tools/benchmarks/seg_transfer.py: pre-training on a segmentation dataset's own images, the
+frozen probe, fine-tuning through mmseg, the report; on generated datasets in mmseg's layout
+(colour images of several sizes and orientations, 4 classes, 255 pixels)."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import scene_seg_folder
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+VERDICTS = {'better', 'worse', 'no measurable difference'}
+METRICS = ('probe_miou', 'probe_miou_mid', 'finetune_miou')
+
+
+def run_benchmark(out, data, *extra, timeout=900):
+    proc = subprocess.run(
+        [sys.executable, 'tools/benchmarks/seg_transfer.py', '--quick', '--data', data,
+         '--out', out, *extra], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    with open(osp.join(out, 'results.json')) as f:
+        return json.load(f), proc.stdout
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+    """The quick benchmark on a 4-class dataset, run once for the tests of this module."""
+    tmp = tmp_path_factory.mktemp('seg')
+    data = scene_seg_folder(str(tmp / 'data'))
+    out = str(tmp / 'out')
+    summary, stdout = run_benchmark(out, data)
+    return data, out, summary, stdout
+
+
+def test_quick_benchmark_end_to_end(quick_run):
+    data, out, summary, stdout = quick_run
+    methods = ['baseline', 'repre', 'baseline_equal_compute', 'untrained']
+    assert summary['classes'] == [f'class{c}' for c in range(4)]
+    assert {(r['method'], r['seed']) for r in summary['results']} == {
+        (m, s) for m in methods for s in range(2)}
+    for r in summary['results']:
+        for key in METRICS:
+            assert 0 <= r[key] <= 100, (key, r)
+        assert set(r['finetune_per_class']) == set(summary['classes'])
+        assert set(r['probe_per_class']) == set(summary['classes'])
+    assert 0 < summary['raw_pixels']['probe_miou'] <= 100
+    paired = summary['paired']
+    # the positive controls come first, then RePre against both baselines
+    assert list(paired)[:2] == ['baseline - untrained', 'baseline_equal_compute - untrained']
+    assert {'repre - baseline', 'repre - baseline (equal compute)'} <= set(paired)
+    for diff in paired.values():
+        for key in METRICS:
+            d = diff[key]
+            assert len(d['per_seed']) == 2
+            low, high = d['ci']
+            assert low <= d['mean'] <= high
+            assert d['verdict'] == ('better' if low > 0 else 'worse' if high < 0 else
+                                    'no measurable difference')
+    report = open(osp.join(out, 'results.md')).read()
+    assert '| repre - baseline | fine-tuned mIoU |' in report
+    assert 'Per-class IoU, fine-tuned' in report and 'class3' in report
+    assert osp.getsize(summary['picture']) > 1000
+    assert set(summary['timing_s']) == {'pre-training', 'probe', 'fine-tuning', 'total'}
+    # the equal-compute baseline trained the counted iterations
+    assert summary['equal_compute']['iters'] >= 1
+
+
+def test_derived_config_loads_the_backbone_strictly_through_the_transfer_driver(quick_run):
+    """What a user runs is what is measured: each fine-tuning ran transfer.sh, whose export and
+    tools/train.py loaded every backbone weight strictly, then tools/test.py scored it."""
+    from mmengine.config import Config
+    _, out, _, _ = quick_run
+    log = open(osp.join(out, 'finetune', 'repre_seed0.log')).read()
+    assert 'backbone.pth' in log and '(strict)' in log
+    scratch = open(osp.join(out, 'finetune', 'untrained_seed0.log')).read()
+    assert '(strict)' not in scratch  # random initialisation: nothing loaded
+    cfg = Config.fromfile(osp.join(out, 'finetune', 'configs', 'repre_seed0.py'))
+    assert cfg.model.backbone.type == 'mmpretrain.MoCoV3ViT'
+    assert cfg.model.backbone.init_cfg.strict is True
+    assert cfg.model.decode_head.num_classes == 4
+    assert cfg.test_evaluator.type == 'PerClassIoUMetric'
+    metrics = json.load(open(osp.join(out, 'finetune', 'repre_seed0', 'metrics.json')))
+    assert {'mIoU', 'aAcc', 'IoU.class0', 'IoU.class3'} <= set(metrics)
+
+
+def test_written_finetune_config_trains_and_tests_with_the_tools(quick_run, tmp_path):
+    """The derived config is an ordinary mmseg config: tools/train.py and tools/test.py run it
+    as it is, the backbone loaded strictly from the export it names."""
+    _, out, _, _ = quick_run
+    config = osp.join(out, 'finetune', 'configs', 'repre_seed1.py')
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    work = str(tmp_path / 'work')
+    train = subprocess.run([sys.executable, 'tools/train.py', config, '--work-dir', work],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert 'repre_seed1/backbone.pth (strict)' in train.stdout + train.stderr
+    checkpoint = open(osp.join(work, 'last_checkpoint')).read().strip()
+    metrics = str(tmp_path / 'metrics.json')
+    test = subprocess.run([sys.executable, 'tools/test.py', config, checkpoint, '--work-dir',
+                           str(tmp_path / 'test'), '--out', metrics, '--out-item', 'metrics'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert 0 <= json.load(open(metrics))['mIoU'] <= 100
+
+
+def sample_paths(dataset_cfg, scope):
+    """Every file a dataset config reads, built through its registry."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope(scope):
+        registry = __import__(f'{scope}.registry', fromlist=['DATASETS']).DATASETS
+        dataset = registry.build(dataset_cfg)
+    paths = []
+    for i in range(len(dataset)):
+        info = dataset.get_data_info(i)
+        paths += [info['img_path']] + ([info['seg_map_path']] if 'seg_map_path' in info else [])
+    return paths
+
+
+def test_training_never_reads_the_test_split(quick_run):
+    """Pre-training reads train + val images; fine-tuning trains on train and has no
+    validation; the test split is read by tools/test.py only."""
+    from mmengine.config import Config
+    data, out, _, _ = quick_run
+    test_files = {osp.realpath(osp.join(data, sub, 'test', f))
+                  for sub in ('img_dir', 'ann_dir')
+                  for f in os.listdir(osp.join(data, sub, 'test'))}
+    for method in ('baseline', 'repre', 'baseline_equal_compute'):
+        cfg = Config.fromfile(osp.join(out, 'pretrain', 'configs', f'{method}_seed0.py'))
+        read = {osp.realpath(p) for p in sample_paths(cfg.train_dataloader.dataset,
+                                                      'mmpretrain')}
+        assert len(read) == 16 + 4 and not read & test_files
+        # pre-training reads copies (downscaled when large) of the train and val images only
+        assert all(osp.basename(p).startswith(('train', 'val')) for p in read), read
+        cfg = Config.fromfile(osp.join(out, 'finetune', 'configs', f'{method}_seed0.py'))
+        read = {osp.realpath(p) for p in sample_paths(cfg.train_dataloader.dataset, 'mmseg')}
+        assert len(read) == 2 * 16 and not read & test_files
+        assert cfg.val_dataloader is None and cfg.val_cfg is None
+        assert cfg.test_dataloader.dataset.split == 'test'
+
+
+def test_restart_reuses_every_run_and_score(quick_run):
+    data, out, summary, _ = quick_run
+    again, stdout = run_benchmark(out, data)
+    assert '[run] started' not in stdout
+    assert stdout.count('[run] reusing') == 6 + 8  # pre-training, fine-tuning
+    assert stdout.count('[eval] reusing the stored scores') == 6 + 1  # probes + references
+    assert again['results'] == summary['results']
+
+
+def test_given_checkpoints_are_scored_like_the_benchmarks_own(quick_run, tmp_path):
+    """--checkpoints: checkpoints written elsewhere (here: by the quick run) are probed as the
+    benchmark probes its own runs, with the config mmengine stored in them."""
+    data, out, summary, _ = quick_run
+    from repre_mm.benchmarks.runs import checkpoint_of
+    given = [f'{m}={checkpoint_of(osp.join(out, "pretrain", f"{m}_seed{s}"))}'
+             for m in ('baseline', 'repre') for s in range(2)]
+    other, _ = run_benchmark(str(tmp_path / 'given'), data, '--checkpoints', *given,
+                             '--no-finetune')
+    own = {(r['method'], r['seed']): r for r in summary['results']}
+    for r in other['results']:
+        mine = own[(r['method'], r['seed'])]
+        for key in ('probe_miou', 'probe_miou_mid'):
+            assert r[key] == pytest.approx(mine[key], abs=1e-6), (r['method'], key)
+    assert 'repre - baseline' in other['paired']
+
+
+def test_bad_checkpoint_argument_is_a_clear_error(tmp_path):
+    data = scene_seg_folder(str(tmp_path / 'data'), counts=(('train', 4), ('test', 2)))
+    proc = subprocess.run(
+        [sys.executable, 'tools/benchmarks/seg_transfer.py', '--data', data, '--checkpoints',
+         'baseline:a.pth'], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and 'METHOD=PATH' in proc.stderr
+
+
+def test_probe_separates_an_encoder_that_sees_from_a_blind_one(tmp_path):
+    """The probe's own control: a ViT whose patch embedding sees the pixels, against the same
+    ViT made blind (patch embedding zeroed: every token is its position alone). The shapes'
+    positions are random, so a blind encoder can only guess."""
+    from mmpretrain.models import MoCoV3ViT
+    from repre_mm.datasets import check_seg_folder
+    from repre_mm.evaluation import SegmentationProbe
+    root = scene_seg_folder(str(tmp_path / 'data'), counts=(('train', 32), ('test', 12)))
+    info = check_seg_folder(root)
+    probe = SegmentationProbe(info.pairs['train'], info.pairs['test'], info.classes,
+                              short_side=48, patch=8, mean=[128] * 3, std=[64] * 3)
+    torch.manual_seed(0)
+    vit = MoCoV3ViT(arch=dict(embed_dims=64, num_layers=2, num_heads=4,
+                              feedforward_channels=128), img_size=48, patch_size=8)
+    vit.init_weights()
+    seeing = probe.score_encoder(vit)
+    with torch.no_grad():
+        vit.patch_embed.projection.weight.zero_()
+        vit.patch_embed.projection.bias.zero_()
+    blind = probe.score_encoder(vit)
+    pixels = probe.score_pixels()
+    assert seeing['miou'] > blind['miou'] + 20, (seeing, blind)
+    assert pixels['miou'] > blind['miou'] + 20, (pixels, blind)
+    assert set(seeing['per_class']) == set(info.classes)
+
+
+def test_full_size_camvid_config_is_a_custom_dataset_template():
+    """The shipped GPU config: ViT-S/16 UperNet at CamVid's full resolution, reading any dataset
+    of the folder layout through SegFolderDataset, evaluated with per-class IoU."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(
+        ROOT, 'configs/downstream/mmseg/upernet_vit-small-p16_8xb2-10k_camvid-360x480.py'))
+    assert cfg.model.backbone.arch == 'mocov3-small' and cfg.model.backbone.patch_size == 16
+    assert cfg.model.decode_head.type == 'UPerHead' and cfg.model.decode_head.num_classes == 11
+    assert cfg.train_dataloader.dataset.type == 'SegFolderDataset'
+    assert [cfg[f'{k}_dataloader'].dataset.split for k in ('train', 'val', 'test')] == [
+        'train', 'val', 'test']
+    assert cfg.test_evaluator.type == 'PerClassIoUMetric'
+    assert all(side % 16 == 0 for side in cfg.crop_size)
+
+
+def test_quick_dino(tmp_path):
+    """--framework dino: DINO's ViT (mmpretrain's VisionTransformer) through the same
+    pre-training, probe and mmseg fine-tuning."""
+    from mmengine.config import Config
+    data = scene_seg_folder(str(tmp_path / 'data'), counts=(('train', 16), ('test', 4)))
+    out = str(tmp_path / 'out')
+    summary, _ = run_benchmark(out, data, '--framework', 'dino', '--seeds', '1')
+    assert {r['method'] for r in summary['results']} == {'baseline', 'repre', 'untrained'}
+    assert all(0 <= r['finetune_miou'] <= 100 for r in summary['results'])
+    cfg = Config.fromfile(osp.join(out, 'finetune', 'configs', 'repre_seed0.py'))
+    assert cfg.model.backbone.type == 'mmpretrain.VisionTransformer'
