@@ -1,0 +1,681 @@
+"""Detection transfer on real photos: Mask R-CNN through mmdet, RePre vs its base.
+
+For an instance dataset in COCO format (``ROOT/annotations/instances_{train,test}.json``, the
+images under ``ROOT/images/`` or at the JSONs' ``file_name`` paths relative to ROOT):
+
+1. the encoders: the pre-training runs of a seg_transfer benchmark (``--pretrained
+   <seg out>/pretrain``: the MoCo v3 baseline, RePre and the equal-compute baseline, per seed;
+   nothing is pre-trained again) or given checkpoints (``--checkpoints baseline=A.pth ...``);
+2. fine-tuning through mmdet: the shipped Mask R-CNN ViT-S/16 + simple feature pyramid config,
+   shrunk to the CPU and to the pre-trained tiny ViT and written out (an ordinary mmdet config),
+   run by tools/benchmarks/transfer.sh (backbone export by tools/model_converters/vit_layouts.py,
+   strict loading, tools/train.py, tools/test.py); box and mask AP (AP, AP50, AP75) from mmdet's
+   CocoMetric on the test split, at the config's own score threshold;
+3. references: the same fine-tuning from random weights (``untrained``, paired by seed), and
+   the baseline's seed-0 model before any fine-tuning (pre-trained backbone, initial heads:
+   "0 iterations"), tested by tools/test.py;
+4. paired differences per seed with 95 % intervals and verdicts: first the positive control
+   (baseline - untrained), then RePre - baseline and RePre - the equal-compute baseline; a
+   picture of test predictions; results.json / results.md.
+
+Training never reads the test split: fine-tuning trains on instances_train.json without
+validation; instances_test.json is read by tools/test.py only.
+"""
+import argparse
+import hashlib
+import json
+import os
+import os.path as osp
+import statistics
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from mmengine.config import Config
+
+from ..utils.checkpoint import load_checkpoint_meta, load_strict, load_weights
+from ..utils.logging import quiet_mmengine
+from .pretrain import EQUAL_COMPUTE, dump_config, run_name
+from .runs import ROOT, Job, checkpoint_of, file_key, read_json, run_jobs, tool, write_json
+from .seg_transfer import UNTRAINED, backbone_of, parse_checkpoints, pretrain_config_of
+from .stats import compare, comparison_table, fmt
+
+DOC = __doc__
+FULL_CONFIG = 'configs/downstream/mmdet/mask-rcnn_vit-small-p16-sfp_8xb2-1x_coco.py'
+SPLITS = ('train', 'test')
+ANNOTATIONS = 'annotations/instances_{}.json'  # under --data, per split
+# the benchmark's metric -> mmdet CocoMetric's key in tools/test.py's metrics.json (0-1)
+METRICS = dict(box_ap='coco/bbox_mAP', box_ap50='coco/bbox_mAP_50', box_ap75='coco/bbox_mAP_75',
+               mask_ap='coco/segm_mAP', mask_ap50='coco/segm_mAP_50',
+               mask_ap75='coco/segm_mAP_75')
+METRIC_NAMES = dict(box_ap='box AP', box_ap50='box AP50', box_ap75='box AP75',
+                    mask_ap='mask AP', mask_ap50='mask AP50', mask_ap75='mask AP75')
+MAX_DRAWN = 10  # detections drawn per image in the picture, the best first
+# RGB; colours rare in photos of animals on grass under the sky
+TRUTH_COLOUR, PREDICTION_COLOUR = (255, 220, 0), (255, 0, 200)
+ROIS_PER_IMAGE = 128  # RoIs sampled per training image (the full config: 512)
+DEFAULT_METHODS = ('baseline', 'repre', EQUAL_COMPUTE)
+ZERO_ITERS = '0_iters'  # suffix of the work directory of the "0 iterations" reference
+# bump when the initial-weights checkpoint changes how it is made: stored scores then no
+# longer match
+ZERO_ITERS_VERSION = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=DOC.split('\n')[0])
+    parser.add_argument('--data', required=True,
+                        help='COCO-format dataset root: annotations/instances_{train,test}.json, '
+                        'images/ (or file_name relative to the root)')
+    parser.add_argument('--out', default='work_dirs/det_transfer')
+    parser.add_argument('--quick', action='store_true', help='tiny run for tests (< 3 min)')
+    parser.add_argument('--seeds', type=int, default=3,
+                        help='seeds of --pretrained runs (fine-tuning seed = pre-training seed)')
+    parser.add_argument('--jobs', type=int, default=2, help='runs at a time (1 thread each)')
+    group = parser.add_argument_group('the encoders (one of --pretrained, --checkpoints)')
+    group.add_argument('--pretrained', metavar='DIR',
+                       help="a seg_transfer output's pretrain/ folder: its runs are reused "
+                       '(configs/<method>_seed<s>.py and <method>_seed<s>/last_checkpoint)')
+    group.add_argument('--methods', nargs='+',
+                       help='methods of --pretrained (default: baseline, repre, '
+                       'baseline_equal_compute; a DINO run has no equal-compute baseline)')
+    group.add_argument('--checkpoints', nargs='+', metavar='METHOD=PATH',
+                       help='fine-tune these checkpoints (one or several per method, the i-th '
+                       'of a method is seed i)')
+    group.add_argument('--pretrain-config',
+                       help='the pre-training config of --checkpoints (default: the config '
+                       'stored in the checkpoint by mmengine)')
+    group = parser.add_argument_group('fine-tuning')
+    group.add_argument('--finetune-config', default=FULL_CONFIG,
+                       help='the full-size mmdet config the CPU fine-tuning is derived from')
+    group.add_argument('--short-side', type=int, default=128,
+                       help='input short side (pixels); the long side at most twice it')
+    group.add_argument('--finetune-iters', type=int, default=1000)
+    group.add_argument('--finetune-batch', type=int, default=4)
+    group.add_argument('--finetune-lr', type=float, default=2e-4,
+                       help='AdamW lr (the full config: 1e-4 for a batch of 16 and 12 epochs)')
+    group.add_argument('--neck-channels', type=int, default=64,
+                       help='channels of the feature pyramid, RPN and RoI heads (the full '
+                       'config has 256; its box head fc 1024, here 4x this)')
+    group.add_argument('--picture-images', type=int, default=4)
+    group.add_argument('--picture-score', type=float, default=0.3,
+                       help='detections drawn in the picture: score at least this (the '
+                       'metrics use every detection above the config\'s threshold)')
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    if '--quick' in argv:  # smaller defaults; options given explicitly still win
+        parser.set_defaults(seeds=2, short_side=48, finetune_iters=4, finetune_batch=2,
+                            neck_channels=16, picture_images=2)
+    args = parser.parse_args(argv)
+    if bool(args.pretrained) == bool(args.checkpoints):
+        parser.error('det_transfer does not pre-train: pass either --pretrained '
+                     '<seg_transfer out>/pretrain (its runs are reused) or --checkpoints '
+                     'METHOD=PATH ..., not both.')
+    if args.checkpoints:
+        if args.methods:
+            parser.error('--methods selects runs of --pretrained; --checkpoints names its own.')
+        args.given = parse_checkpoints(parser, args.checkpoints)
+        args.methods = list(args.given)
+    if args.short_side < 32:
+        parser.error(f'--short-side {args.short_side}: give at least 32 (pixels).')
+    if args.finetune_iters < 1:
+        parser.error('--finetune-iters must be at least 1 (the "0 iterations" reference is '
+                     'added by the benchmark itself).')
+    return args
+
+
+# --- data ------------------------------------------------------------------------------------
+def check_coco_folder(root: str) -> dict:
+    """The dataset checked once, before any job starts: both annotation files, the same
+    categories in both, annotations in both, every image found (under ``images/`` or at
+    ``file_name`` relative to ``root``).
+
+    Returns:
+        dict: root (absolute), classes (category names in the JSONs' order: mmdet's label
+        order), image_prefix ('images/' or ''), ann_files {split: absolute path}, counts
+        {split: {images, instances}}, median_short_side (train).
+    """
+    if not osp.isdir(root):
+        raise SystemExit(f'--data {root} is not a folder.')
+    root = osp.abspath(root)
+    cocos = {}
+    for split in SPLITS:
+        path = osp.join(root, ANNOTATIONS.format(split))
+        if not osp.isfile(path):
+            raise SystemExit(
+                f'{path} is missing: --data takes a COCO-format dataset with '
+                f'{ANNOTATIONS.format("train")} and {ANNOTATIONS.format("test")}. From images '
+                f'and mask PNGs: python tools/dataset_converters/masks_to_coco.py IMAGES MASKS '
+                f'{path} --classes NAME [--binary] [--image-root {osp.join(root, "images")}]')
+        try:
+            with open(path) as f:
+                coco = json.load(f)
+        except ValueError as error:
+            raise SystemExit(f'{path} is not valid JSON ({error}).')
+        missing = [k for k in ('images', 'annotations', 'categories')
+                   if not isinstance(coco, dict) or k not in coco]
+        if missing:
+            raise SystemExit(f'{path} has no {", ".join(missing)}: not a COCO instances file.')
+        cocos[split] = coco
+    categories = {s: [(c['id'], c['name']) for c in cocos[s]['categories']] for s in SPLITS}
+    if not categories['train']:
+        raise SystemExit(f'{osp.join(root, ANNOTATIONS.format("train"))} has no categories.')
+    if categories['train'] != categories['test']:
+        raise SystemExit(
+            f'the categories (id, name) differ: train {categories["train"]}, test '
+            f'{categories["test"]}. Write both files with the same --classes.')
+    for split, coco in cocos.items():
+        path = osp.join(root, ANNOTATIONS.format(split))
+        known = {i for i, _ in categories[split]}
+        unknown = sorted({a['category_id'] for a in coco['annotations']} - known)
+        if unknown:
+            raise SystemExit(f'{path}: annotations of category id(s) {unknown[:5]}, which '
+                             f'"categories" does not list.')
+        if not coco['annotations']:
+            raise SystemExit(f'{path} has no annotations: the {split} split needs instances '
+                             f'(training needs them; AP is undefined without them).')
+    prefix = image_prefix(root, [im['file_name'] for s in SPLITS
+                                 for im in cocos[s]['images']])
+    shorts = [min(im['width'], im['height']) for im in cocos['train']['images']
+              if 'width' in im and 'height' in im]
+    return dict(root=root, classes=[name for _, name in categories['train']],
+                image_prefix=prefix,
+                ann_files={s: osp.join(root, ANNOTATIONS.format(s)) for s in SPLITS},
+                counts={s: dict(images=len(cocos[s]['images']),
+                                instances=len(cocos[s]['annotations'])) for s in SPLITS},
+                median_short_side=statistics.median(shorts) if shorts else None)
+
+
+def image_prefix(root: str, file_names: List[str]) -> str:
+    """'images/' when every file_name is found under root/images/, '' when every one is found
+    under root; otherwise an error naming files that are missing."""
+    missing = {}
+    for prefix in ('images/', ''):
+        missing[prefix] = [f for f in file_names if not osp.isfile(osp.join(root, prefix, f))]
+        if not missing[prefix]:
+            return prefix
+    where = {'images/': f'under {osp.join(root, "images")}',
+             '': f'at file_name relative to {root}'}
+    found = ' and '.join(f'{len(files)} of {len(file_names)} images are not {where[prefix]} '
+                         f'(e.g. {osp.join(root, prefix, files[0])})'
+                         for prefix, files in missing.items())
+    raise SystemExit(
+        f'{found}. Put the images in {osp.join(root, "images")} with file_name relative to it '
+        f'(masks_to_coco.py --image-root {osp.join(root, "images")}).')
+
+
+# --- the encoders ----------------------------------------------------------------------------
+def encoders(args) -> Dict[str, List[tuple]]:
+    """{method: [(pre-training config, checkpoint) per seed]}: the runs of ``--pretrained``, or
+    ``--checkpoints``."""
+    if args.checkpoints:
+        return {m: [(pretrain_config_of(args, path), path) for path in paths]
+                for m, paths in args.given.items()}
+    root = args.pretrained
+    if not osp.isdir(osp.join(root, 'configs')):
+        raise SystemExit(f'--pretrained {root} has no configs/ folder: give the pretrain/ '
+                         f'folder of a seg_transfer output (e.g. work_dirs/camvid/pretrain).')
+    if args.methods is None:  # a missing run is an error, not a method silently left out
+        args.methods = list(DEFAULT_METHODS)
+    runs, missing = {}, []
+    for method in args.methods:
+        for seed in range(args.seeds):
+            name = run_name(method, seed)
+            config = osp.join(root, 'configs', f'{name}.py')
+            checkpoint = checkpoint_of(osp.join(root, name))
+            if not osp.isfile(config) or checkpoint is None:
+                missing.append(name)
+            runs.setdefault(method, []).append((config, checkpoint))
+    if missing:
+        raise SystemExit(
+            f'--pretrained {root} has no finished run {", ".join(missing)} (its '
+            f'configs/<run>.py and <run>/last_checkpoint). Let the seg_transfer run that writes '
+            f'there finish, or pass fewer --seeds / other --methods.')
+    return runs
+
+
+def vit_size(backbone: dict) -> tuple:
+    """(embed dims, depth) of a ViT backbone dict: its arch dict or mmpretrain's named arch."""
+    arch = backbone['arch']
+    if isinstance(arch, dict):
+        return arch['embed_dims'], arch['num_layers']
+    from mmpretrain.models import VisionTransformer
+    settings = VisionTransformer.arch_zoo[arch]
+    return settings['embed_dims'], settings['num_layers']
+
+
+# --- fine-tuning through mmdet ---------------------------------------------------------------
+def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
+                    backbone_checkpoint: Optional[str]) -> str:
+    """The full-size mmdet config (``--finetune-config``) shrunk to the CPU and to the
+    pre-trained encoder: its backbone (the pre-training key layout) loaded strictly from
+    ``backbone_checkpoint`` (the export transfer.sh writes; None: random weights), the last
+    block's feature map into the simple feature pyramid, narrower RPN and RoI heads, the
+    dataset's classes, images resized to ``--short-side``, ``--finetune-iters`` iterations
+    without validation, the test split scored by CocoMetric (box and mask). Written under
+    <out>/finetune/configs/: tools/train.py trains it as it is."""
+    cfg = Config.fromfile(osp.join(ROOT, args.finetune_config)
+                          if not osp.isabs(args.finetune_config) else args.finetune_config)
+    backbone, norm = backbone_of(pretrain_cfg)
+    embed, depth = vit_size(backbone)
+    patch = backbone['patch_size']
+    short = args.short_side
+    backbone.pop('frozen_stages', None)
+    backbone.update(type='mmpretrain.' + backbone['type'].split('.')[-1], img_size=(short, short),
+                    out_type='featmap', out_indices=(depth - 1, ), drop_path_rate=0.0,
+                    init_cfg=dict(type='Pretrained', checkpoint=backbone_checkpoint,
+                                  prefix='backbone.', strict=True)
+                    if backbone_checkpoint else None)
+    if 'stop_grad_conv1' in backbone:
+        backbone['stop_grad_conv1'] = False  # a pre-training trick, not for fine-tuning
+    model = cfg.model
+    model.backbone = backbone
+    # the pyramid's strides follow the patch: (4, 2, 1, 0.5) x the ViT map, plus a pooled level
+    scales = model.neck.get('scale_factors', (4.0, 2.0, 1.0, 0.5))
+    strides = [patch / s for s in scales]
+    strides.append(2 * strides[-1])
+    if any(s != int(s) for s in strides):
+        raise SystemExit(f'patch {patch}: the pyramid strides {strides} are not whole pixels; '
+                         f'a patch size divisible by 4 is needed.')
+    strides = [int(s) for s in strides]
+    channels = args.neck_channels
+    num_classes = len(data['classes'])
+    model.data_preprocessor.update(mean=norm['mean'], std=norm['std'], bgr_to_rgb=True,
+                                   pad_size_divisor=max(32, 2 * patch))
+    model.neck.update(in_channels=embed, out_channels=channels, num_outs=len(strides))
+    model.rpn_head.update(in_channels=channels, feat_channels=channels)
+    model.rpn_head.anchor_generator.strides = strides
+    roi = model.roi_head
+    for extractor in (roi.bbox_roi_extractor, roi.mask_roi_extractor):
+        # a RoI meets a map of the stride it meets in the full config (finest_scale 56 px for
+        # stride 4): with patch 8 the strides halve, and so does the scale
+        finest = round(extractor.get('finest_scale', 56) * strides[0] / 4)
+        extractor.update(out_channels=channels, featmap_strides=strides[:-1],
+                         finest_scale=finest)
+    roi.bbox_head.update(in_channels=channels, fc_out_channels=4 * channels,
+                         num_classes=num_classes)
+    roi.mask_head.update(in_channels=channels, conv_out_channels=channels,
+                         num_classes=num_classes)
+    # the CPU's share of the training RoIs: a few objects per image need fewer samples than
+    # COCO's dozens (the mask head's and RoIAlign's cost scale with them), and the proposals
+    # of a small image fewer candidates; model.test_cfg is kept as it is, its score threshold
+    # (0.05) included: AP of what a user would get
+    model.train_cfg.rcnn.sampler.num = ROIS_PER_IMAGE
+    model.train_cfg.rpn_proposal.nms_pre = model.test_cfg.rpn.nms_pre
+    scale = (2 * short, short)
+    for key, split in (('train_dataloader', 'train'), ('test_dataloader', 'test')):
+        loader = cfg[key]
+        loader.update(num_workers=0, persistent_workers=False)
+        loader.dataset.update(data_root=data['root'], ann_file=ANNOTATIONS.format(split),
+                              data_prefix=dict(img=data['image_prefix']),
+                              metainfo=dict(classes=tuple(data['classes'])))
+        for t in loader.dataset.pipeline:
+            if t.type == 'Resize':
+                t.scale = scale
+            elif t.type == 'RandomResize':  # multi-scale recipes: the same range, scaled
+                top = max(min(s) for s in t.scale)
+                t.scale = [tuple(round(v * short / top) for v in s) for s in t.scale]
+    cfg.train_dataloader.update(batch_size=args.finetune_batch,
+                                sampler=dict(type='InfiniteSampler', shuffle=True))
+    cfg.test_dataloader.batch_size = 1
+    cfg.test_evaluator.update(ann_file=data['ann_files']['test'], metric=['bbox', 'segm'])
+    # no validation: the test split is only read by tools/test.py after training
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    iters = args.finetune_iters
+    warmup = max(1, iters // 10)
+    cfg.optim_wrapper.optimizer.lr = args.finetune_lr
+    cfg.param_scheduler = [  # the 1x schedule's shape (steps at 8/12 and 11/12), in iterations
+        # end = warmup + 1: LinearLR reaches the full lr at its last step (end - 1); with
+        # end=warmup it stops a step short, at the start factor for a 1-step warm-up
+        dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup + 1),
+        dict(type='MultiStepLR', by_epoch=False, begin=0, end=iters, gamma=0.1,
+             milestones=[round(iters * 8 / 12), round(iters * 11 / 12)])]
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=iters,
+                                        max_keep_ckpts=1)
+    cfg.default_hooks.logger.interval = 1 if args.quick else 10
+    cfg.log_processor = dict(type='LogProcessor', window_size=10, by_epoch=False)
+    cfg.randomness = dict(seed=seed)
+    return dump_config(cfg, osp.join(args.out, 'finetune', 'configs', f'{name}.py'))
+
+
+def config_key(config: str, checkpoint: Optional[str]) -> dict:
+    with open(config, 'rb') as f:
+        return dict(config=hashlib.sha256(f.read()).hexdigest(),
+                    checkpoint=file_key(checkpoint) if checkpoint else None)
+
+
+def finetune_jobs(args, data, runs) -> tuple:
+    """A fine-tuning job per encoder and seed (and from random weights per seed), each a
+    tools/benchmarks/transfer.sh call; a job whose metrics exist for the same config and
+    checkpoint is reused. The configs are written here, before any job starts (no job rewrites
+    a config another job is reading)."""
+    jobs, where = [], {}
+    untrained = [(config, None) for config, _ in runs[next(iter(runs))]]
+    for method, seeds in list(runs.items()) + [(UNTRAINED, untrained)]:
+        for seed, (config, checkpoint) in enumerate(seeds):
+            name = run_name(method, seed)
+            work_dir = osp.join(args.out, 'finetune', name)
+            metrics = osp.join(work_dir, 'metrics.json')
+            where[(method, seed)] = metrics
+            export = osp.abspath(osp.join(work_dir, 'backbone.pth')) if checkpoint else None
+            path = finetune_config(args, data, config, seed, name, export)
+
+            def prepare(path=path, checkpoint=checkpoint, work_dir=work_dir, metrics=metrics):
+                key = config_key(path, checkpoint)
+                key_file = osp.join(work_dir, 'finetune_key.json')
+                if osp.exists(metrics) and read_json(key_file) == key:
+                    return None
+                if osp.exists(metrics):
+                    os.remove(metrics)
+                write_json(key_file, key)
+                return ['bash', osp.join(ROOT, 'tools', 'benchmarks', 'transfer.sh'),
+                        'custom', osp.abspath(checkpoint) if checkpoint else 'none', '1']
+
+            env = dict(CONFIG=path, WORK_DIR=work_dir, PYTHON=sys.executable,
+                       TEST_ARGS=f'--out {metrics} --out-item metrics')
+            jobs.append(Job(name, work_dir, prepare, args.finetune_iters, env=env))
+    return jobs, where
+
+
+def zero_iterations_job(args, runs) -> tuple:
+    """The "0 iterations" reference: the baseline's seed-0 fine-tuning config with the weights
+    fine-tuning starts from (the pre-trained backbone loaded strictly, the heads at their
+    initial weights), tested by tools/test.py without training. Returns (job, method,
+    metrics path)."""
+    method = 'baseline' if 'baseline' in runs else next(iter(runs))
+    pretrain_checkpoint = runs[method][0][1]
+    name = f'{run_name(method, 0)}_{ZERO_ITERS}'
+    work_dir = osp.join(args.out, 'finetune', name)
+    config = osp.join(args.out, 'finetune', 'configs', f'{run_name(method, 0)}.py')
+    metrics = osp.join(work_dir, 'metrics.json')
+
+    def prepare():
+        key = dict(config_key(config, pretrain_checkpoint), version=ZERO_ITERS_VERSION)
+        key_file = osp.join(work_dir, 'zero_iters_key.json')
+        checkpoint = osp.join(work_dir, 'iter_0.pth')
+        if osp.exists(metrics) and read_json(key_file) == key:
+            return None
+        if osp.exists(metrics):
+            os.remove(metrics)
+        initial_weights(config, pretrain_checkpoint, 0, checkpoint)
+        write_json(key_file, key)
+        return tool('test.py') + [config, checkpoint, '--work-dir', osp.join(work_dir, 'test'),
+                                  '--out', metrics, '--out-item', 'metrics']
+
+    return Job(name, work_dir, prepare), method, metrics
+
+
+def build_detector(config: str, seed: Optional[int] = None):
+    """The mmdet model of a derived config, its backbone's ``init_cfg`` dropped (the caller
+    loads what it needs)."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import set_random_seed
+    register_all_modules(init_default_scope=False)
+    cfg = Config.fromfile(config)  # its custom_imports register repre_mm and mmpretrain
+    cfg.model.backbone.init_cfg = None
+    if seed is not None:
+        set_random_seed(seed)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg.model)
+    return model
+
+
+def initial_weights(config: str, pretrain_checkpoint: str, seed: int, path: str) -> None:
+    """Writes the weights fine-tuning starts from (``{'state_dict', 'meta'}``): every module at
+    its initial weights (``seed``), then the pre-trained backbone loaded strictly (the encoder
+    keys of ``pretrain_checkpoint``, as transfer.sh's export and mmengine's strict loading)."""
+    model = build_detector(config, seed)
+    model.init_weights()
+    load_strict(model.backbone, load_weights(pretrain_checkpoint), prefix='backbone.',
+                source=pretrain_checkpoint)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(iter=0, seed=seed, pretrained=osp.abspath(pretrain_checkpoint))),
+               path)
+
+
+def detection_scores(metrics: dict) -> dict:
+    """Percent AP of tools/test.py's metrics. CocoMetric writes no key when the model made no
+    detection above the score threshold on the whole test split: its AP is then 0."""
+    scores = {m: 100 * metrics[key] if key in metrics else 0.0 for m, key in METRICS.items()}
+    scores['no_detections'] = not any(key in metrics for key in METRICS.values())
+    return scores
+
+
+def finetune_scores(args, data, runs) -> tuple:
+    """({method: [scores per seed]}, the "0 iterations" scores)."""
+    jobs, where = finetune_jobs(args, data, runs)
+    zero_job, zero_method, zero_metrics = zero_iterations_job(args, runs)
+    walls = run_jobs(jobs + [zero_job], osp.join(args.out, 'finetune'), args.jobs)
+    scores = {}
+    for (method, seed), path in list(where.items()) + [((ZERO_ITERS, 0), zero_metrics)]:
+        metrics = read_json(path)
+        if metrics is None:
+            raise RuntimeError(f'{path} is missing: the run of {method} seed {seed} wrote no '
+                               f'metrics (see its log under {args.out}/finetune).')
+        if method == ZERO_ITERS:
+            continue
+        scores.setdefault(method, []).append(dict(detection_scores(metrics),
+                                                  finetune_wall_s=walls[run_name(method, seed)]))
+    zero = dict(detection_scores(read_json(zero_metrics)), method=zero_method, seed=0,
+                test_wall_s=walls[zero_job.name])
+    return scores, zero
+
+
+# --- picture ---------------------------------------------------------------------------------
+def draw_instances(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, colour,
+                   height: int, labels: Optional[List[str]] = None) -> np.ndarray:
+    """``image`` (RGB) scaled to ``height`` pixels, each of ``masks`` (N x H x W bool, the
+    image's size) filled half-transparent and its box (N x 4, x0 y0 x1 y1 in image pixels)
+    outlined, at the display size (lines equally thin on small and large images)."""
+    import cv2
+    scale = height / image.shape[0]
+    size = (round(image.shape[1] * scale), height)
+    out = cv2.resize(np.ascontiguousarray(image), size).astype(np.float32)
+    for mask in masks:
+        mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+        out[mask] = 0.5 * out[mask] + 0.5 * np.array(colour, np.float32)
+    out = out.astype(np.uint8)
+    for i, box in enumerate(boxes):
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, 2)
+        if labels:  # dark text on a tag of the box's colour: readable over any mask
+            (w, h), _ = cv2.getTextSize(labels[i], cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+            cv2.rectangle(out, (x0, y0), (x0 + w + 4, y0 + h + 6), colour, -1)
+            cv2.putText(out, labels[i], (x0 + 2, y0 + h + 3), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def prediction_picture(args, data, methods: List[str], path: str) -> Optional[str]:
+    """Rows: test images; columns: image, ground truth, then the fine-tuned (seed 0) masks and
+    boxes of each of ``methods``: the best ``MAX_DRAWN`` detections with score >=
+    ``--picture-score``."""
+    import cv2
+    from mmdet.registry import DATASETS
+    from mmengine.dataset import pseudo_collate
+    from mmengine.registry import DefaultScope
+    from pycocotools.coco import COCO
+    models = []
+    for method in methods:
+        name = run_name(method, 0)
+        checkpoint = checkpoint_of(osp.join(args.out, 'finetune', name))
+        if checkpoint is None:
+            return None
+        model = build_detector(osp.join(args.out, 'finetune', 'configs', f'{name}.py'))
+        load_strict(model, load_weights(checkpoint), source=checkpoint)
+        models.append(model.eval())
+    cfg = Config.fromfile(osp.join(args.out, 'finetune', 'configs',
+                                   f'{run_name(methods[0], 0)}.py'))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    coco = COCO(data['ann_files']['test'])
+    picked = np.linspace(0, len(dataset) - 1, min(args.picture_images, len(dataset))).astype(int)
+    rows, height = [], 200
+    for index in picked:
+        item = dataset[int(index)]
+        info = dataset.get_data_info(int(index))
+        image = cv2.imread(info['img_path'], cv2.IMREAD_COLOR)[..., ::-1]
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[info['img_id']], iscrowd=None))
+        masks = np.array([coco.annToMask(a) > 0 for a in anns]).reshape(-1, *image.shape[:2])
+        boxes = [(x, y, x + w, y + h) for x, y, w, h in (a['bbox'] for a in anns)]
+        cells = [draw_instances(image, masks[:0], [], (0, 0, 0), height),
+                 draw_instances(image, masks, boxes, TRUTH_COLOUR, height)]
+        for model in models:
+            with torch.no_grad():
+                pred = model.test_step(pseudo_collate([item]))[0].pred_instances
+            pred = pred[pred.scores.argsort(descending=True)]
+            pred = pred[(pred.scores >= args.picture_score).nonzero()[:MAX_DRAWN, 0]]
+            labels = [f'{data["classes"][int(c)]} {float(s):.2f}'
+                      for c, s in zip(pred.labels, pred.scores)]
+            cells.append(draw_instances(image, pred.masks.numpy().astype(bool),
+                                        pred.bboxes.numpy(), PREDICTION_COLOUR, height, labels))
+        rows.append((np.concatenate(cells, 1), [c.shape[1] for c in cells]))
+    width = max(r.shape[1] for r, _ in rows)
+    header = np.full((28, width, 3), 255, np.uint8)
+    x = 0
+    titles = ['image', 'ground truth'] + [f'{m} (seed 0), score >= {args.picture_score:g}'
+                                          for m in methods]
+    for title, cell_width in zip(titles, rows[0][1]):
+        cv2.putText(header, title, (x + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        x += cell_width
+    rows = [header] + [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)),
+                              constant_values=255) for r, _ in rows]
+    cv2.imwrite(path, np.concatenate(rows)[..., ::-1])
+    return path
+
+
+# --- report ----------------------------------------------------------------------------------
+def merge(scores: Dict[str, List[dict]], pretrain_iters: Dict[str, List[Optional[int]]]
+          ) -> List[dict]:
+    """[{method, seed, metric...}] from {method: [scores per seed]}."""
+    return [dict(method=method, seed=seed, **s,
+                 pretrain_iters=pretrain_iters.get(method, [None] * (seed + 1))[seed])
+            for method, seeds in scores.items() for seed, s in enumerate(seeds)]
+
+
+def all_comparisons(results: List[dict]) -> Dict[str, dict]:
+    """The positive controls first (does pre-training beat random initialisation?), then every
+    RePre method against the baseline and the equal-compute baseline."""
+    methods = list(dict.fromkeys(r['method'] for r in results))
+    comparisons = {}
+    for method in methods:
+        if method.startswith('baseline'):
+            diff = compare(results, method, UNTRAINED, METRICS)
+            if diff:
+                comparisons[f'{method} - untrained'] = diff
+    for method in methods:
+        if method.startswith('baseline') or method == UNTRAINED:
+            continue
+        for against in ('baseline', EQUAL_COMPUTE):
+            diff = compare(results, method, against, METRICS)
+            if diff:
+                suffix = ' (equal compute)' if against == EQUAL_COMPUTE else ''
+                comparisons[f'{method} - baseline{suffix}'] = diff
+    return comparisons
+
+
+def results_table(results: List[dict], zero: dict) -> List[str]:
+    lines = ['| encoder | seeds | ' + ' | '.join(METRIC_NAMES.values()) + ' |',
+             '|---' * (len(METRICS) + 2) + '|']
+    by_method: Dict[str, List[dict]] = {}
+    for r in results:
+        by_method.setdefault(r['method'], []).append(r)
+    for method, runs in by_method.items():
+        label = 'untrained (random initialisation)' if method == UNTRAINED else method
+        lines.append(f'| {label} | {len(runs)} | ' +
+                     ' | '.join(fmt([r[m] for r in runs]) for m in METRICS) + ' |')
+    lines.append(f'| {zero["method"]}, 0 iterations (seed 0) | 1 | ' +
+                 ' | '.join(f'{zero[m]:.2f}' for m in METRICS) + ' |')
+    return lines
+
+
+def trained_vs_untrained_heads(results: List[dict], zero: dict) -> str:
+    """The issue's sanity line: the fine-tuned model against itself before fine-tuning."""
+    runs = [r for r in results if r['method'] == zero['method']]
+    seed0 = next(r for r in runs if r['seed'] == 0)
+    return (f'{zero["method"]} box AP50 after fine-tuning: {fmt([r["box_ap50"] for r in runs])} '
+            f'(seed 0: {seed0["box_ap50"]:.2f}); the same seed-0 model before fine-tuning '
+            f'(0 iterations: pre-trained backbone, initial heads): {zero["box_ap50"]:.2f}'
+            + (' (no detection above the score threshold)' if zero['no_detections'] else '')
+            + '.')
+
+
+def describe(args, data, runs) -> str:
+    counts = data['counts']
+    if args.checkpoints:
+        what = 'given checkpoints (' + ', '.join(f'{m}: {len(p)}' for m, p in
+                                                 args.given.items()) + ')'
+    else:
+        what = f'the pre-training runs of {args.pretrained} ({", ".join(runs)})'
+    backbone, _ = backbone_of(next(iter(runs.values()))[0][0])
+    embed, depth = vit_size(backbone)
+    return (f'{data["root"]}: {len(data["classes"])} class(es) ({", ".join(data["classes"])}), '
+            f'{counts["train"]["images"]} train images ({counts["train"]["instances"]} '
+            f'instances) / {counts["test"]["images"]} test images ({counts["test"]["instances"]} '
+            f'instances), median short side {data["median_short_side"]} px. Encoders: {what}; '
+            f'ViT of {depth} blocks x {embed} dims, patch {backbone["patch_size"]}. Fine-tuning: '
+            f'Mask R-CNN + simple feature pyramid ({args.neck_channels} channels) through mmdet '
+            f'(derived from {args.finetune_config}), {args.finetune_iters} iterations of '
+            f'{args.finetune_batch} images at short side {args.short_side} px (long side <= '
+            f'{2 * args.short_side}, flips), AdamW lr {args.finetune_lr}, no validation. '
+            f'Test: CocoMetric box and mask AP on the test split at the config\'s score '
+            f'threshold. Mean ± sd over seeds.')
+
+
+def write_report(args, data, runs, results, zero, timing, picture) -> dict:
+    comparisons = all_comparisons(results)
+    lines = [describe(args, data, runs), ''] + results_table(results, zero) + \
+        ['', trained_vs_untrained_heads(results, zero),
+         '', 'Paired differences (per seed, mean, 95 % Student-t interval, verdict):', ''] + \
+        comparison_table(comparisons, METRIC_NAMES) + \
+        ['', 'Wall clock per stage (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timing.items())]
+    settings = {k: v for k, v in vars(args).items() if k != 'given'}
+    summary = dict(settings=settings, data={k: v for k, v in data.items()}, results=results,
+                   zero_iterations=zero, paired=comparisons, timing_s=timing, picture=picture,
+                   encoders={m: [dict(config=c, checkpoint=p) for c, p in seeds]
+                             for m, seeds in runs.items()},
+                   torch=torch.__version__)
+    write_json(osp.join(args.out, 'results.json'), summary)
+    with open(osp.join(args.out, 'results.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    print('\n' + '\n'.join(lines) + '\n')
+    return summary
+
+
+def main(argv=None):
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a log file at once
+    args = parse_args(argv)
+    quiet_mmengine()
+    os.makedirs(args.out, exist_ok=True)
+    timing, t0 = {}, time.time()
+    data = check_coco_folder(args.data)
+    print(f'[data] {data["root"]}: classes {data["classes"]}, ' + ', '.join(
+        f'{c["images"]} {s} images ({c["instances"]} instances)'
+        for s, c in data['counts'].items()) + f'; images under {data["image_prefix"] or "./"}')
+    runs = encoders(args)
+    pretrain_iters = {m: [load_checkpoint_meta(p).get('iter') for _, p in seeds]
+                      for m, seeds in runs.items()}
+    timing['data and encoders'] = time.time() - t0
+    t1 = time.time()
+    scores, zero = finetune_scores(args, data, runs)
+    timing['fine-tuning'] = time.time() - t1
+    t2 = time.time()
+    shown = [m for m in ('baseline', 'repre') if m in runs] or list(runs)[:2]
+    picture = prediction_picture(args, data, shown, osp.join(args.out, 'predictions.png'))
+    timing['picture'] = time.time() - t2
+    timing['total'] = time.time() - t0
+    results = merge(scores, pretrain_iters)
+    summary = write_report(args, data, runs, results, zero, timing, picture)
+    print(f'total {timing["total"]:.0f} s; {osp.join(args.out, "results.md")}; picture '
+          f'{picture}')
+    return summary

@@ -1,0 +1,319 @@
+"""tools/benchmarks/det_transfer.py: Mask R-CNN fine-tuning through mmdet from pre-trained
+tiny ViTs (the runs of a seg_transfer ``pretrain/`` folder, written here), against random
+initialisation and the model before fine-tuning, on a generated COCO-format dataset (coloured
+ellipses on noise, one class, masks converted by repre_mm.datasets.coco_from_masks)."""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+VERDICTS = {'better', 'worse', 'no measurable difference'}
+METRICS = ('box_ap', 'box_ap50', 'box_ap75', 'mask_ap', 'mask_ap50', 'mask_ap75')
+METHODS = ('baseline', 'repre', 'baseline_equal_compute')
+
+
+def ellipse_coco(root, counts=(('train', 8), ('test', 4)), seed=0):
+    """A COCO-format instance dataset: ``root/images/<split>/*.png`` (landscape and portrait,
+    noise background), one to two ellipses of the class 'blob' each, and
+    ``root/annotations/instances_<split>.json`` written from their binary masks. Returns
+    ``root``."""
+    import cv2
+    import numpy as np
+    from repre_mm.datasets.coco_from_masks import masks_to_coco
+    rng = np.random.default_rng(seed)
+    sizes = ((96, 72), (72, 96), (88, 64))
+    os.makedirs(osp.join(root, 'annotations'))
+    for split, num in counts:
+        images, masks = osp.join(root, 'images', split), osp.join(root, 'masks', split)
+        os.makedirs(images)
+        os.makedirs(masks)
+        for i in range(num):
+            w, h = sizes[i % len(sizes)]
+            mask = np.zeros((h, w), np.uint8)
+            for k in range(1 + i % 2):  # left and right halves: the ellipses never touch
+                cx = int(rng.integers(w // 4 - 4, w // 4 + 4)) + k * w // 2
+                axes = (int(rng.integers(8, w // 4 - 3)), int(rng.integers(10, h // 2 - 6)))
+                cv2.ellipse(mask, ((cx, h // 2), (2 * axes[0], 2 * axes[1]), 0), 1, -1)
+            image = rng.normal(110, 30, (h, w, 3))
+            image[mask > 0] = (40, 90, 220) + rng.normal(0, 12, (int(mask.sum()), 3))
+            cv2.imwrite(osp.join(images, f'{split}{i:02d}.png'),
+                        np.clip(image, 0, 255).astype(np.uint8))
+            cv2.imwrite(osp.join(masks, f'{split}{i:02d}.png'), mask)
+        coco = masks_to_coco(images, masks, ['blob'], mode='binary',
+                             image_root=osp.join(root, 'images'))
+        with open(osp.join(root, 'annotations', f'instances_{split}.json'), 'w') as f:
+            json.dump(coco, f)
+    return root
+
+
+def tiny_pretrain_folder(out, seeds=2):
+    """A seg_transfer ``pretrain/`` folder: ``configs/<method>_seed<s>.py`` (the shipped tiny
+    MoCo v3 / RePre configs at 32-px crops, patch 8) and ``<method>_seed<s>/iter_1.pth`` with
+    ``last_checkpoint``; the weights are each model's initial ones, the config stored in the
+    checkpoint's meta as mmengine stores it."""
+    from repre_mm.apis import init_model
+    from repre_mm.benchmarks.pretrain import ViewSpec, dump_config, pretrain_config
+    from repre_mm.utils.logging import quiet_mmengine
+    quiet_mmengine()
+    spec = ViewSpec(img_size=32, patch=8, mean=[110.0] * 3, std=[40.0] * 3)
+    for index, method in enumerate(METHODS):
+        for seed in range(seeds):
+            name = f'{method}_seed{seed}'
+            cfg = pretrain_config('mocov3', method, seed, 1, 8, spec)
+            config = dump_config(cfg, osp.join(out, 'configs', f'{name}.py'))
+            torch.manual_seed(100 * index + seed)  # every run its own weights
+            model = init_model(config)
+            checkpoint = osp.join(out, name, 'iter_1.pth')
+            os.makedirs(osp.dirname(checkpoint))
+            torch.save(dict(state_dict=model.state_dict(),
+                            meta=dict(iter=1, cfg=cfg.pretty_text)), checkpoint)
+            with open(osp.join(out, name, 'last_checkpoint'), 'w') as f:
+                f.write(checkpoint)
+    return out
+
+
+def run_benchmark(out, data, *extra, timeout=900):
+    proc = subprocess.run(
+        [sys.executable, 'tools/benchmarks/det_transfer.py', '--quick', '--data', data,
+         '--out', out, *extra], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    with open(osp.join(out, 'results.json')) as f:
+        return json.load(f), proc.stdout
+
+
+@pytest.fixture(scope='module')
+def quick_run(tmp_path_factory):
+    """The quick benchmark from a pretrain/ folder of 3 methods x 2 seeds, run once."""
+    tmp = tmp_path_factory.mktemp('det')
+    data = ellipse_coco(str(tmp / 'data'))
+    pretrained = tiny_pretrain_folder(str(tmp / 'pretrain'))
+    out = str(tmp / 'out')
+    start = time.time()
+    summary, stdout = run_benchmark(out, data, '--pretrained', pretrained)
+    print(f'det_transfer --quick: {time.time() - start:.0f} s')
+    return data, pretrained, out, summary, stdout
+
+
+def test_quick_benchmark_end_to_end(quick_run):
+    data, _, out, summary, _ = quick_run
+    assert summary['data']['classes'] == ['blob']
+    assert summary['data']['image_prefix'] == 'images/'
+    assert summary['data']['counts'] == dict(train=dict(images=8, instances=12),
+                                             test=dict(images=4, instances=6))
+    assert {(r['method'], r['seed']) for r in summary['results']} == {
+        (m, s) for m in METHODS + ('untrained', ) for s in range(2)}
+    for r in summary['results']:
+        for key in METRICS:
+            assert 0 <= r[key] <= 100, (key, r)
+        assert r['finetune_wall_s'] > 0
+        assert r['pretrain_iters'] == (None if r['method'] == 'untrained' else 1)
+    zero = summary['zero_iterations']
+    assert zero['method'] == 'baseline' and zero['seed'] == 0
+    assert all(0 <= zero[key] <= 100 for key in METRICS)
+    paired = summary['paired']
+    # the positive controls come first, then RePre against both baselines
+    assert list(paired)[:2] == ['baseline - untrained', 'baseline_equal_compute - untrained']
+    assert list(paired)[2:] == ['repre - baseline', 'repre - baseline (equal compute)']
+    for diff in paired.values():
+        assert set(diff) == set(METRICS)
+        for d in diff.values():
+            assert len(d['per_seed']) == 2
+            low, high = d['ci']
+            assert low <= d['mean'] <= high
+            assert d['verdict'] == ('better' if low > 0 else 'worse' if high < 0 else
+                                    'no measurable difference')
+    report = open(osp.join(out, 'results.md')).read()
+    assert '| repre - baseline | box AP50 |' in report
+    assert '| repre - baseline (equal compute) | mask AP |' in report
+    assert '| baseline, 0 iterations (seed 0) | 1 |' in report
+    assert 'before fine-tuning (0 iterations' in report
+    assert osp.getsize(summary['picture']) > 1000
+    assert set(summary['timing_s']) == {'data and encoders', 'fine-tuning', 'picture', 'total'}
+
+
+def test_derived_config_loads_the_backbone_strictly_through_the_transfer_driver(quick_run):
+    """What a user runs is what is measured: each fine-tuning ran transfer.sh, whose export and
+    tools/train.py loaded every backbone weight strictly, then tools/test.py scored the test
+    split with CocoMetric at the config's own score threshold."""
+    from mmengine.config import Config
+    _, _, out, _, _ = quick_run
+    log = open(osp.join(out, 'finetune', 'repre_seed0.log')).read()
+    assert 'backbone.pth' in log and '(strict)' in log
+    scratch = open(osp.join(out, 'finetune', 'untrained_seed0.log')).read()
+    assert '(strict)' not in scratch  # random initialisation: nothing loaded
+    cfg = Config.fromfile(osp.join(out, 'finetune', 'configs', 'repre_seed0.py'))
+    backbone = cfg.model.backbone
+    assert backbone.type == 'mmpretrain.MoCoV3ViT' and backbone.out_type == 'featmap'
+    assert backbone.out_indices == (5, ) and backbone.stop_grad_conv1 is False
+    assert backbone.init_cfg.strict is True
+    assert cfg.model.neck.type == 'SimpleFeaturePyramid' and cfg.model.neck.in_channels == 128
+    # patch 8: the pyramid's strides are half of the shipped stride-16 config's
+    assert cfg.model.rpn_head.anchor_generator.strides == [2, 4, 8, 16, 32]
+    assert cfg.model.roi_head.bbox_roi_extractor.featmap_strides == [2, 4, 8, 16]
+    assert cfg.model.roi_head.bbox_head.num_classes == 1
+    assert cfg.model.roi_head.mask_head.num_classes == 1
+    assert cfg.model.test_cfg.rcnn.score_thr == 0.05  # mmdet's default, not 0
+    assert cfg.test_evaluator.type == 'CocoMetric'
+    assert cfg.test_evaluator.metric == ['bbox', 'segm']
+    assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.train_cfg.max_iters == 4
+    metrics = json.load(open(osp.join(out, 'finetune', 'repre_seed0', 'metrics.json')))
+    assert {'coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP_75'} <= set(metrics)
+    # the "0 iterations" reference: the baseline's seed-0 config, tested without training
+    zero = osp.join(out, 'finetune', 'baseline_seed0_0_iters')
+    assert osp.exists(osp.join(zero, 'iter_0.pth')) and osp.exists(osp.join(zero, 'metrics.json'))
+
+
+def test_written_finetune_config_trains_and_tests_with_the_tools(quick_run, tmp_path):
+    """The derived config is an ordinary mmdet config: tools/train.py and tools/test.py run it
+    as it is, the backbone loaded strictly from the export it names."""
+    _, _, out, _, _ = quick_run
+    config = osp.join(out, 'finetune', 'configs', 'repre_seed1.py')
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+    work = str(tmp_path / 'work')
+    train = subprocess.run([sys.executable, 'tools/train.py', config, '--work-dir', work],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr[-3000:]
+    log = train.stdout + train.stderr
+    assert 'repre_seed1/backbone.pth (strict)' in log and 'loss_mask' in log
+    checkpoint = open(osp.join(work, 'last_checkpoint')).read().strip()
+    metrics = str(tmp_path / 'metrics.json')
+    test = subprocess.run([sys.executable, 'tools/test.py', config, checkpoint, '--work-dir',
+                           str(tmp_path / 'test'), '--out', metrics, '--out-item', 'metrics'],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert 0 <= json.load(open(metrics)).get('coco/bbox_mAP', 0) <= 1
+
+
+def test_training_never_reads_the_test_split(quick_run):
+    from mmengine.config import Config
+    data, _, out, _, _ = quick_run
+    for method in METHODS + ('untrained', ):
+        cfg = Config.fromfile(osp.join(out, 'finetune', 'configs', f'{method}_seed0.py'))
+        assert cfg.train_dataloader.dataset.ann_file == 'annotations/instances_train.json'
+        assert cfg.train_dataloader.dataset.data_root == data
+        assert cfg.val_dataloader is None and cfg.val_cfg is None
+        assert cfg.test_dataloader.dataset.ann_file == 'annotations/instances_test.json'
+        assert cfg.test_evaluator.ann_file == osp.join(data, 'annotations',
+                                                       'instances_test.json')
+
+
+def test_restart_reuses_every_run(quick_run):
+    data, pretrained, out, summary, _ = quick_run
+    again, stdout = run_benchmark(out, data, '--pretrained', pretrained)
+    assert '[run] started' not in stdout
+    assert stdout.count('[run] reusing') == 3 * 2 + 2 + 1  # methods, untrained, 0 iterations
+    assert again['results'] == summary['results']
+    assert again['zero_iterations']['box_ap50'] == summary['zero_iterations']['box_ap50']
+
+
+def test_given_checkpoints_are_the_same_encoders(quick_run, tmp_path):
+    """--checkpoints: the config mmengine stored in each checkpoint gives the backbone that
+    --pretrained reads from the folder's configs."""
+    from repre_mm.benchmarks import det_transfer
+    from repre_mm.benchmarks.seg_transfer import backbone_of
+    data, pretrained, _, _, _ = quick_run
+    given = [f'{m}={pretrained}/{m}_seed{s}/iter_1.pth' for m in ('baseline', 'repre')
+             for s in range(2)]
+    args = det_transfer.parse_args(['--data', data, '--out', str(tmp_path), '--checkpoints',
+                                    *given])
+    runs = det_transfer.encoders(args)
+    assert list(runs) == ['baseline', 'repre'] and all(len(s) == 2 for s in runs.values())
+    for method, seeds in runs.items():
+        for seed, (config, checkpoint) in enumerate(seeds):
+            own = osp.join(pretrained, 'configs', f'{method}_seed{seed}.py')
+            assert backbone_of(config) == backbone_of(own)
+            assert checkpoint.endswith(f'{method}_seed{seed}/iter_1.pth')
+
+
+def test_bad_arguments_and_data_are_clear_errors(tmp_path):
+    from repre_mm.benchmarks import det_transfer
+    with pytest.raises(SystemExit) as error:  # no encoders
+        det_transfer.parse_args(['--data', str(tmp_path)])
+    assert error.value.code == 2
+    data = ellipse_coco(str(tmp_path / 'data'), counts=(('train', 2), ('test', 1)))
+    os.remove(osp.join(data, 'annotations', 'instances_test.json'))
+    with pytest.raises(SystemExit, match='instances_test.json is missing.*masks_to_coco'):
+        det_transfer.check_coco_folder(data)
+    with pytest.raises(SystemExit, match='no configs/ folder'):
+        det_transfer.encoders(det_transfer.parse_args(
+            ['--data', data, '--pretrained', str(tmp_path)]))
+
+
+def test_images_at_file_name_relative_to_the_root(tmp_path):
+    """Without images/, file_name is read relative to --data; a missing image is named."""
+    from repre_mm.benchmarks import det_transfer
+    data = ellipse_coco(str(tmp_path / 'data'), counts=(('train', 2), ('test', 1)))
+    os.rename(osp.join(data, 'images'), osp.join(data, 'pictures'))
+    for split in ('train', 'test'):
+        path = osp.join(data, 'annotations', f'instances_{split}.json')
+        coco = json.load(open(path))
+        for image in coco['images']:
+            image['file_name'] = osp.join('pictures', image['file_name'])
+        json.dump(coco, open(path, 'w'))
+    assert det_transfer.check_coco_folder(data)['image_prefix'] == ''
+    os.remove(osp.join(data, 'pictures', 'test', 'test00.png'))
+    with pytest.raises(SystemExit, match='1 of 3 images are not at file_name relative'):
+        det_transfer.check_coco_folder(data)
+
+
+def test_full_size_custom_coco_config(tmp_path):
+    """The GPU template: the shipped ViT-S/16 Mask R-CNN on a COCO-format custom dataset, its
+    data lines at the top, trained on the train JSON, scored on the test JSON; the model and
+    both datasets build (the data lines pointed at a generated dataset)."""
+    from mmdet.registry import DATASETS, MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    path = osp.join(ROOT,
+                    'configs/downstream/mmdet/mask-rcnn_vit-small-p16-sfp_8xb2-1x_coco-custom.py')
+    cfg = Config.fromfile(path)
+    assert cfg.model.backbone.arch == 'mocov3-small' and cfg.model.backbone.patch_size == 16
+    assert cfg.model.roi_head.bbox_head.num_classes == len(cfg.classes) == 1
+    assert cfg.model.roi_head.mask_head.num_classes == 1
+    train, test = cfg.train_dataloader.dataset, cfg.test_dataloader.dataset
+    assert train.ann_file == 'annotations/instances_train.json'
+    assert test.ann_file == 'annotations/instances_test.json'
+    assert train.metainfo.classes == test.metainfo.classes == cfg.classes
+    assert train.data_root == test.data_root == cfg.data_root
+    assert cfg.val_dataloader.dataset.ann_file == test.ann_file
+    assert cfg.test_evaluator.ann_file == cfg.data_root + test.ann_file
+    assert cfg.test_evaluator.metric == ['bbox', 'segm']
+    assert cfg.train_cfg.val_interval == cfg.train_cfg.max_epochs  # the test split once
+    data = ellipse_coco(str(tmp_path / 'data'), counts=(('train', 3), ('test', 2)))
+    text = open(path).read()
+    assert text.count("data_root = 'data/my_instances/'") == 1
+    copy = tmp_path / 'my_config.py'  # what a user does: a copy with the data lines changed
+    copy.write_text(text.replace("data_root = 'data/my_instances/'", f"data_root = '{data}/'")
+                    .replace("classes = ('horse', )", "classes = ('blob', )")
+                    .replace("_base_ = './", f"_base_ = '{osp.dirname(path)}/"))
+    cfg = Config.fromfile(str(copy))
+    register_all_modules(init_default_scope=False)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        cfg.model.backbone.init_cfg = None
+        MODELS.build(cfg.model)
+        train = DATASETS.build(cfg.train_dataloader.dataset)
+        test = DATASETS.build(cfg.test_dataloader.dataset)
+    assert len(train) == 3 and len(test) == 2
+    assert train.metainfo['classes'] == ('blob', )
+    assert train.get_data_info(0)['instances'][0]['bbox_label'] == 0
+    assert cfg.test_evaluator.ann_file == f'{data}/annotations/instances_test.json'
+
+
+def test_transfer_driver_knows_the_custom_coco_task(tmp_path):
+    """transfer.sh's task name resolves to the template: training stops at its placeholder
+    data_root, which the error names."""
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable, OMP_NUM_THREADS='1',
+               WORK_DIR=str(tmp_path / 'work'))
+    env.pop('CONFIG', None)
+    proc = subprocess.run(['bash', 'tools/benchmarks/transfer.sh', 'coco-custom-mask-rcnn-vit-s',
+                           'none', '1'], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert "data_root='data/my_instances/' does not exist" in proc.stderr, proc.stderr[-2000:]
