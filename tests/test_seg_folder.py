@@ -161,6 +161,12 @@ def test_exif_rotated_jpeg_is_sized_as_cv2_decodes_it(tmp_path):
 
 
 def test_seg_folder_dataset_through_mmseg_pipeline(seg_root):
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        _dataset_through_mmseg_pipeline(seg_root)
+
+
+def _dataset_through_mmseg_pipeline(seg_root):
     import repre_mm  # noqa: F401  (registers SegFolderDataset)
     from mmseg.evaluation import IoUMetric
     from mmseg.registry import DATASETS
