@@ -320,3 +320,23 @@ def test_cli_end_to_end(tmp_path):
         coco = json.load(f)
     assert [i['file_name'] for i in coco['images']] == ['h1.jpg', 'h2.jpg']
     assert coco['categories'][0]['name'] == 'horse'
+
+
+def test_image_root_holding_symlinked_split_folders(tmp_path, capsys):
+    """A dataset root whose split folders are symlinks to the sources (as the CamVid converter
+    makes, and as one does for Weizmann Horse's train/ and test/): file_name is the path under
+    the root as written, not as resolved, and the symlinks are accepted."""
+    source, root = str(tmp_path / 'source'), str(tmp_path / 'horse')
+    write_sample(osp.join(source, 'train'), 'h1', binary_mask(1), ext='.jpg')
+    os.makedirs(root)
+    os.symlink(osp.join(source, 'train'), osp.join(root, 'train'))
+    out = osp.join(root, 'annotations', 'instances_train.json')
+    load_tool().main([osp.join(root, 'train', 'images'), osp.join(root, 'train', 'masks'), out,
+                      '--binary', '--classes', 'horse', '--image-root', root])
+    with open(out) as f:
+        coco = json.load(f)
+    assert [i['file_name'] for i in coco['images']] == ['train/images/h1.jpg']
+    assert osp.isfile(osp.join(root, coco['images'][0]['file_name']))
+    with pytest.raises(ValueError, match='is not inside the image root'):
+        load_tool().main([osp.join(source, 'train', 'images'), osp.join(source, 'train', 'masks'),
+                          out, '--binary', '--classes', 'horse', '--image-root', root])

@@ -247,8 +247,10 @@ def masks_to_coco(images_dir: str, masks_dir: str, classes: Sequence[str],
     """
     check_options(classes, mode, min_area, whole, max_instances)
     image_root = images_dir if image_root is None else image_root
-    root_real = osp.realpath(image_root)
-    if not (osp.realpath(images_dir) + osp.sep).startswith(root_real.rstrip(osp.sep) + osp.sep):
+    # Compared as written, not resolved: file_name is osp.relpath of the same strings, and a
+    # dataset folder of symlinks (as the converters make) must be accepted.
+    root_abs = osp.abspath(image_root)
+    if not (osp.abspath(images_dir) + osp.sep).startswith(root_abs.rstrip(osp.sep) + osp.sep):
         raise ValueError(f'{images_dir} is not inside the image root {image_root}: file_name '
                          f'is written relative to it, so give a folder that holds the images.')
     pairs = list_image_mask_pairs(images_dir, masks_dir)
