@@ -1,4 +1,5 @@
-"""Each patch of repre_mm.compat, shown failing without the patch and working with it."""
+"""Each patch of repre_mm.compat, shown failing without the patch and working with it, and each
+conditional patch shown doing nothing where the library is already right."""
 import io
 import os
 import stat
@@ -21,9 +22,23 @@ def _python(code, **env):
                           text=True, timeout=120)
 
 
+@pytest.fixture
+def unapplied():
+    """The patches' state as before any was applied; restored afterwards. Tests that apply a
+    patch again restore what it replaces themselves (monkeypatch)."""
+    from repre_mm.compat import _state
+    applied, originals = set(_state.APPLIED), dict(_state.ORIGINALS)
+    _state.APPLIED.clear()
+    yield _state
+    _state.APPLIED.clear()
+    _state.APPLIED.update(applied)
+    _state.ORIGINALS.clear()
+    _state.ORIGINALS.update(originals)
+
+
 def test_torchvision_imports_only_with_the_schema_patch():
-    probe = _python('from repre_mm.compat import _torchvision_cuda_build_on_cpu_torch as f; '
-                    'print(f())')
+    probe = _python('from repre_mm.compat.torchvision import '
+                    '_torchvision_cuda_build_on_cpu_torch as f; print(f())')
     if probe.stdout.strip() != 'True':
         pytest.skip('torchvision matches torch here (a GPU install): the patch is not applied')
     bare = _python('import torchvision')
@@ -34,6 +49,32 @@ def test_torchvision_imports_only_with_the_schema_patch():
         import mmpretrain.models, mmdet.models, mmseg.models
         print('ok')''')
     assert patched.returncode == 0, patched.stderr[-2000:]
+
+
+def test_torchvision_patch_does_nothing_where_torchvision_matches_torch(unapplied, monkeypatch):
+    from repre_mm.compat import torchvision as tv_compat
+    defined = []
+
+    class Library:  # records what the patch would declare
+        def __init__(self, *args):
+            pass
+
+        def define(self, schema):
+            defined.append(schema)
+
+    monkeypatch.setattr(torch.library, 'Library', Library)
+    monkeypatch.setattr(tv_compat, '_LIBRARIES', [])
+    monkeypatch.delitem(sys.modules, 'torchvision')  # as before torchvision's first import
+    # a CPU torchvision beside a CPU torch, a CUDA one beside a CUDA torch, none at all
+    for cuda, version in ((None, '0.28.0+cpu'), ('12.8', '0.28.0+cu128'), (None, None)):
+        monkeypatch.setattr(torch.version, 'cuda', cuda)
+        monkeypatch.setattr(tv_compat, '_torchvision_version_on_disk', lambda: version)
+        assert not tv_compat.patch_torchvision_ops_schemas()
+    assert defined == [] and tv_compat._LIBRARIES == [] and not unapplied.APPLIED
+    # the mismatch itself is patched (the test tells the two apart)
+    monkeypatch.setattr(torch.version, 'cuda', None)
+    monkeypatch.setattr(tv_compat, '_torchvision_version_on_disk', lambda: '0.28.0+cu128')
+    assert tv_compat.patch_torchvision_ops_schemas() and len(defined) == 2
 
 
 def test_pytorch_launcher_without_cuda_only_with_the_patch():
@@ -50,6 +91,24 @@ def test_pytorch_launcher_without_cuda_only_with_the_patch():
     assert bare.returncode != 0 and 'cuda' in bare.stderr.lower()
     patched = _python(code.format('import repre_mm.compat'), **env)
     assert patched.returncode == 0 and 'world 1' in patched.stdout, patched.stderr[-2000:]
+
+
+def test_cpu_distributed_patch_does_nothing_where_cuda_is_available(unapplied, monkeypatch):
+    import mmengine.dist.utils as dist_utils
+    from mmengine.config import Config
+    original = unapplied.ORIGINALS['_init_dist_pytorch']
+    monkeypatch.setattr(dist_utils, '_init_dist_pytorch', original)  # mmengine's own
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert not compat.patch_cpu_distributed_init()
+    assert dist_utils._init_dist_pytorch is original and not unapplied.APPLIED
+    cfg = Config(dict(launcher='pytorch'))
+    compat.cpu_model_wrapper_cfg(cfg)
+    assert 'model_wrapper_cfg' not in cfg  # mmengine's own DDP wrapper
+    # without CUDA both apply (the test tells the two apart)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert compat.patch_cpu_distributed_init() and dist_utils._init_dist_pytorch is not original
+    compat.cpu_model_wrapper_cfg(cfg)
+    assert cfg.model_wrapper_cfg.type == 'CPUDistributedDataParallel'
 
 
 @pytest.mark.parametrize('backend', ['cv2', 'pillow'])
@@ -69,6 +128,23 @@ def test_adjust_hue_under_numpy2(backend):
     h_out = cv2.cvtColor(out, cv2.COLOR_BGR2HSV_FULL)[..., 0].astype(int)
     shift = np.median((h_out - h_in) % 256)
     assert abs(shift - (256 - 25)) <= 3
+
+
+def test_adjust_hue_patch_does_nothing_under_numpy1(unapplied, monkeypatch):
+    import mmcv
+    import mmcv.image
+    import mmcv.image.photometric
+    from repre_mm.compat.mmcv import _adjust_hue
+    modules, original = (mmcv, mmcv.image, mmcv.image.photometric), \
+        unapplied.ORIGINALS['adjust_hue']
+    for module in modules:  # mmcv's own function
+        monkeypatch.setattr(module, 'adjust_hue', original)
+    monkeypatch.setattr(np, '__version__', '1.26.4')
+    assert not compat.patch_mmcv_adjust_hue()
+    assert all(m.adjust_hue is original for m in modules) and not unapplied.APPLIED
+    monkeypatch.setattr(np, '__version__', '2.4.6')  # the test tells the two apart
+    assert compat.patch_mmcv_adjust_hue()
+    assert all(m.adjust_hue is _adjust_hue for m in modules)
 
 
 def test_collate_fn_inherited_from_another_package():
@@ -109,6 +185,23 @@ def test_mmengine_checkpoint_state_loads_with_weights_only():
     # only the checkpoint loads admit HistoryBuffer and numpy: any other torch.load refuses it
     with pytest.raises(Exception, match='Unsupported global'):
         torch.load(io.BytesIO(save(compat._history_buffer_getstate)), weights_only=True)
+
+
+def test_safe_load_patch_does_nothing_on_torch_without_safe_globals(unapplied, monkeypatch):
+    from mmengine.logging.history_buffer import HistoryBuffer
+    from mmengine.runner import Runner
+    getstate = unapplied.ORIGINALS['HistoryBuffer.__getstate__']
+    load = unapplied.ORIGINALS['Runner.load_checkpoint']
+    monkeypatch.setattr(HistoryBuffer, '__getstate__', getstate)  # mmengine's own
+    monkeypatch.setattr(Runner, 'load_checkpoint', load)
+    add_safe_globals = torch.serialization.add_safe_globals
+    monkeypatch.delattr(torch.serialization, 'add_safe_globals')  # torch < 2.4
+    assert not compat.patch_checkpoint_safe_load()
+    assert HistoryBuffer.__getstate__ is getstate and Runner.load_checkpoint is load
+    assert not unapplied.APPLIED
+    monkeypatch.setattr(torch.serialization, 'add_safe_globals', add_safe_globals, raising=False)
+    assert compat.patch_checkpoint_safe_load()  # the test tells the two apart
+    assert HistoryBuffer.__getstate__ is not getstate and Runner.load_checkpoint is not load
 
 
 def test_runner_checkpoint_loads_admit_the_message_hub_and_nothing_else(tmp_path):
@@ -256,8 +349,6 @@ def test_last_checkpoint_pointer_is_replaced_atomically(tmp_path, monkeypatch):
 
 
 def test_a_killed_save_leaves_a_temporary_file_the_next_save_removes(tmp_path):
-    import signal
-    import socket
     import time
     path, started = str(tmp_path / 'epoch_1.pth'), str(tmp_path.parent / 'started')
     writer = subprocess.Popen([sys.executable, '-c', textwrap.dedent('''
@@ -278,12 +369,10 @@ def test_a_killed_save_leaves_a_temporary_file_the_next_save_removes(tmp_path):
     writer.wait()
     [stale] = os.listdir(tmp_path)
     assert stale.startswith('.epoch_1.pth.partial-') and not os.path.exists(path)
-    # a save in progress in a live process (this one) is left alone
-    live = f'.epoch_2.pth.partial-{socket.gethostname()}-{os.getpid()}-abcd1234'
-    (tmp_path / live).write_bytes(b'in progress')
+    # (a live writer's temporary file stays: tests/test_atomic_file.py)
     from mmengine.fileio import put
     put(b'complete', path)
-    assert sorted(os.listdir(tmp_path)) == sorted([live, 'epoch_1.pth'])
+    assert os.listdir(tmp_path) == ['epoch_1.pth']
     assert open(path, 'rb').read() == b'complete'
 
 
@@ -318,20 +407,21 @@ def test_the_oldest_checkpoint_is_removed_only_after_the_new_one_is_written(tmp_
     assert hasattr(type(hook.file_backend), 'remove') and 'remove' not in vars(hook.file_backend)
 
 
-def test_editable_scope_patch_applies_only_where_mmengine_misses_the_configs(tmp_path,
+def test_editable_scope_patch_applies_only_where_mmengine_misses_the_configs(tmp_path, unapplied,
                                                                           monkeypatch):
     """``repre_mm::`` under ``pip install -e``: mmengine looks beside the .dist-info and finds no
     .mim folder; the patch then resolves the scope to the imported package. Where mmengine
     finds .mim (a wheel install), nothing is patched."""
     import mmengine.config.config as mmengine_config
-    from repre_mm import compat
-    monkeypatch.setattr(compat, '_APPLIED', set())
-    monkeypatch.setattr(compat, 'ORIGINALS', dict(compat.ORIGINALS))
-    monkeypatch.setattr(mmengine_config, 'get_installed_path', mmengine_config.get_installed_path)
+
+    import repre_mm
+    lookup = mmengine_config.get_installed_path
+    monkeypatch.setattr(mmengine_config, 'get_installed_path', lookup)
     wheel = tmp_path / 'site-packages' / 'repre_mm'
     (wheel / '.mim').mkdir(parents=True)
     assert not compat.patch_editable_package_scope(lambda package: str(wheel))
-    assert 'editable_scope' not in compat._APPLIED
+    assert not unapplied.APPLIED and 'get_installed_path' not in unapplied.ORIGINALS
+    assert mmengine_config.get_installed_path is lookup
 
     def editable(package):  # only the .dist-info is in site-packages
         return str(tmp_path / 'site-packages' / 'missing')
@@ -339,4 +429,5 @@ def test_editable_scope_patch_applies_only_where_mmengine_misses_the_configs(tmp
     monkeypatch.setattr(mmengine_config, 'get_installed_path', editable)
     assert compat.patch_editable_package_scope(editable)
     assert mmengine_config.get_installed_path('repre-mm') == compat._package_folder()
+    assert compat._package_folder() == os.path.dirname(repre_mm.__file__)
     assert mmengine_config.get_installed_path('mmpretrain') == editable('mmpretrain')

@@ -25,7 +25,8 @@
 #   * mmengine, mmpretrain, mmdet, mmsegmentation and what they import without declaring it.
 #   * torchvision (mmpretrain imports it) if missing: the release paired with torch (0.<minor+15>),
 #     --no-deps (REPRE_MM_TORCHVISION overrides). Beside a CPU torch PyPI's CUDA build imports
-#     only through the shim in repre_mm/compat.py. timm (converter tests), --no-deps too.
+#     only through the shim in repre_mm/compat/torchvision.py. timm (converter tests),
+#     --no-deps too.
 # A completed set-up leaves a stamp keyed by the requirement files: a second run does nothing.
 set -euo pipefail
 

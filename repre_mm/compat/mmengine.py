@@ -1,65 +1,28 @@
-"""Every work-around for the OpenMMLab 2023 stack on current torch / numpy, and nothing else.
+"""mmengine: distributed start-up without CUDA, collate functions of inherited configs, resuming
+under torch's ``weights_only`` default, atomic checkpoint writes, ``max_keep_ckpts`` removals,
+the ``repre_mm::`` scope of an editable install.
 
-Each patch says what breaks without it; ``tests/test_compat.py`` has a test per patch that fails
-without it. Patches apply on ``import repre_mm`` and are idempotent. A GPU user with a matching
-torch / torchvision / mmcv triggers none of the conditional ones.
+(This module is ``repre_mm.compat.mmengine``; ``import mmengine...`` here is mmengine itself,
+imports being absolute.)
 """
-import importlib.util
 import os
 import os.path as osp
-import re
-import sys
-from pathlib import Path
 
 import torch
 
-_APPLIED = set()
-# What each patch replaced, so that tests can show the failure it prevents.
-ORIGINALS = {}
-# torch.library.Library objects: a definition lives only as long as its Library object.
-_LIBRARIES = []
+from repre_mm.compat._state import APPLIED, ORIGINALS
+from repre_mm.utils.atomic_file import AtomicFile
 
 
-# --- 1. torchvision: a CUDA wheel beside a CPU torch ----------------------------------------------
-def _torchvision_cuda_build_on_cpu_torch() -> bool:
-    """True when torchvision's compiled ops were built for CUDA but torch has none."""
-    if torch.version.cuda is not None:
-        return False
-    spec = importlib.util.find_spec('torchvision')
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    version_file = Path(list(spec.submodule_search_locations)[0]) / 'version.py'
-    if not version_file.exists():
-        return False
-    # Read, not imported: importing torchvision.version imports torchvision, which is what fails.
-    match = re.search(r"__version__ = '([^']+)'", version_file.read_text())
-    return bool(match) and '+cu' in match.group(1)
-
-
-def patch_torchvision_ops_schemas() -> bool:
-    """PyPI's torchvision 0.28 for Linux is a CUDA build; its ``_C.so`` links libtorch_cuda, so
-    beside the CPU torch no operator registers and ``import torchvision`` dies in
-    ``_meta_registrations.py`` (``operator torchvision::nms does not exist``). mmpretrain imports
-    torchvision at module level, mmengine's Runner start-up too. Declaring the two schemas that
-    file registers fakes for lets the pure-Python parts (transforms, ops.boxes) import;
-    ``torchvision.ops.nms`` itself still raises (mmdet uses mmcv's compiled nms instead)."""
-    if ('torchvision_schemas' in _APPLIED or 'torchvision' in sys.modules
-            or not _torchvision_cuda_build_on_cpu_torch()):
-        return False
-    lib = torch.library.Library('torchvision', 'DEF')  # noqa: TOR901
-    lib.define('nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
-    lib.define('qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
-    _LIBRARIES.append(lib)
-    _APPLIED.add('torchvision_schemas')
-    return True
-
-
-# --- 2. distributed training without CUDA ----------------------------------------------------------
+# --- distributed training without CUDA ------------------------------------------------------------
 def patch_cpu_distributed_init() -> bool:
     """mmengine's ``_init_dist_pytorch`` calls ``torch.cuda.set_device`` unconditionally, so
     ``--launcher pytorch`` on a machine without CUDA fails before the process group exists. On
-    such a machine we init a gloo group instead (CPU DDP: tests, debugging on a laptop)."""
-    if 'cpu_dist' in _APPLIED or torch.cuda.is_available():
+    such a machine we init a gloo group instead (CPU DDP: tests, debugging on a laptop).
+
+    Applies only where ``torch.cuda.is_available()`` is False; with CUDA mmengine is left alone
+    (``tests/test_compat.py``). Measured on mmengine 0.10.7 with torch 2.13.0+cpu."""
+    if 'cpu_dist' in APPLIED or torch.cuda.is_available():
         return False
     import mmengine.dist.utils as dist_utils
 
@@ -72,7 +35,7 @@ def patch_cpu_distributed_init() -> bool:
 
     dist_utils._init_dist_pytorch = _init_dist_pytorch_cpu
     _register_cpu_ddp_wrapper()
-    _APPLIED.add('cpu_dist')
+    APPLIED.add('cpu_dist')
     return True
 
 
@@ -104,58 +67,18 @@ def _register_cpu_ddp_wrapper():
     return CPUDistributedDataParallel
 
 
-# --- 3. numpy 2: mmcv's hue jitter -----------------------------------------------------------------
-def _adjust_hue(img, hue_factor, backend=None):
-    """mmcv 2.1's ``adjust_hue`` with the hue shift wrapped modulo 256 explicitly."""
-    import cv2
-    import mmcv.image.photometric as photometric
-    import numpy as np
-    from PIL import Image
-
-    backend = backend or photometric.imread_backend
-    if backend not in ('cv2', 'pillow'):
-        raise ValueError(f"backend: {backend} is not supported. Supported: 'cv2', 'pillow'")
-    if not -0.5 <= hue_factor <= 0.5:
-        raise ValueError(f'hue_factor:{hue_factor} is not in [-0.5, 0.5].')
-    shift = np.uint8(int(hue_factor * 255) % 256)
-    if backend == 'pillow':
-        pil_image = Image.fromarray(img[..., ::-1], mode='RGB')
-        h, s, v = pil_image.convert('HSV').split()
-        h = Image.fromarray(np.array(h, dtype=np.uint8) + shift, 'L')
-        rgb = Image.merge('HSV', (h, s, v)).convert('RGB')
-        return np.array(rgb, dtype=img.dtype)[..., ::-1]
-    h, s, v = cv2.split(cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_BGR2HSV_FULL))
-    hsv = cv2.merge([h + shift, s, v])
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR_FULL).astype(img.dtype)
-
-
-def patch_mmcv_adjust_hue() -> bool:
-    """mmcv 2.1's ``adjust_hue`` shifts the hue by ``np.uint8(hue_factor * 255)``; numpy >= 2
-    refuses a negative Python int there (``OverflowError: Python integer -5 out of bounds for
-    uint8``), so MoCo v3's ColorJitter (hue=0.1) crashes on about half of the images. numpy 1
-    wrapped the negative shift modulo 256; the replacement does that explicitly."""
-    import mmcv
-    import numpy as np
-    if 'adjust_hue' in _APPLIED or int(np.__version__.split('.')[0]) < 2:
-        return False
-    import mmcv.image
-    import mmcv.image.photometric
-    ORIGINALS['adjust_hue'] = mmcv.image.photometric.adjust_hue
-    for module in (mmcv, mmcv.image, mmcv.image.photometric):
-        module.adjust_hue = _adjust_hue
-    _APPLIED.add('adjust_hue')
-    return True
-
-
-# --- 4. mmengine: collate functions of configs inherited across packages ----------------------------
+# --- collate functions of configs inherited across packages ------------------------------------
 def patch_collate_fn_scope() -> bool:
     """mmengine's Config tags every dict of a base config from another package (``_base_ =
     'mmpretrain::...'``) with ``_scope_``. ``Runner.build_dataloader`` passes every key of
     ``collate_fn`` but ``type`` to the function, so an inherited ``collate_fn=dict(type=
     'default_collate')`` fails with ``default_collate() got an unexpected keyword argument
-    '_scope_'``. The key only selects a registry; collate functions live in mmengine's."""
+    '_scope_'``. The key only selects a registry; collate functions live in mmengine's.
+
+    Unconditional: measured on mmengine 0.10.7 (its latest release) with mmpretrain 1.2.0.
+    ``collate_fn`` dicts without ``_scope_`` reach mmengine unchanged."""
     from mmengine.runner import Runner
-    if 'collate_scope' in _APPLIED:
+    if 'collate_scope' in APPLIED:
         return False
     build_dataloader = ORIGINALS['build_dataloader'] = Runner.build_dataloader
 
@@ -167,11 +90,11 @@ def patch_collate_fn_scope() -> bool:
         return build_dataloader(dataloader, *args, **kwargs)
 
     Runner.build_dataloader = staticmethod(build_dataloader_without_collate_scope)
-    _APPLIED.add('collate_scope')
+    APPLIED.add('collate_scope')
     return True
 
 
-# --- 5. torch >= 2.6: resuming mmengine checkpoints with weights_only=True ---------------------------
+# --- torch >= 2.6: resuming mmengine checkpoints with weights_only=True -------------------------
 def _history_buffer_getstate(self) -> dict:
     # (the original __getstate__ also leaves 'statistics_methods' in the instance's __dict__)
     state = {k: v for k, v in self.__dict__.items() if k != 'statistics_methods'}
@@ -220,8 +143,12 @@ def patch_checkpoint_safe_load() -> bool:
     So: HistoryBuffer stops pickling the built-in statistics (``__setstate__`` restores them
     anyway), and ``Runner.load_checkpoint`` (behind ``--resume`` and ``load_from``) loads inside
     :func:`mmengine_checkpoint_loading`. Loading stays ``weights_only=True``: a file with any
-    other pickled object is still refused, and no other load in the process is widened."""
-    if 'safe_load' in _APPLIED or not hasattr(torch.serialization, 'add_safe_globals'):
+    other pickled object is still refused, and no other load in the process is widened.
+
+    Applies only where torch has ``torch.serialization.add_safe_globals`` (torch >= 2.4; torch
+    < 2.6 loads with ``weights_only=False`` by default anyway); older torch is left alone
+    (``tests/test_compat.py``). Measured on torch 2.13.0 with mmengine 0.10.7."""
+    if 'safe_load' in APPLIED or not hasattr(torch.serialization, 'add_safe_globals'):
         return False
     import functools
 
@@ -238,133 +165,11 @@ def patch_checkpoint_safe_load() -> bool:
             return load_checkpoint(self, *args, **kwargs)
 
     Runner.load_checkpoint = load_checkpoint_with_mmengine_globals
-    _APPLIED.add('safe_load')
+    APPLIED.add('safe_load')
     return True
 
 
-# --- 6. mmengine: checkpoints and the last_checkpoint pointer written in place ---------------------
-# A temporary file is named .<final name>.partial-<host>-<pid>-<random>: a later write into the
-# same folder removes those of dead processes of this host (a run killed mid-save).
-_PARTIAL = '.partial-'
-_PARTIAL_NAME = re.compile(
-    r'^\..+' + re.escape(_PARTIAL) + r'(?P<host>.+)-(?P<pid>\d+)-[a-z0-9_]+$')
-
-
-def _umask() -> int:
-    # /proc reads it without changing it; os.umask can only read it by setting it (racing threads)
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('Umask:'):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _plain_open_mode(path: str) -> int:
-    """The permission bits ``open(path, 'w')`` leaves: an existing file keeps its own, a new one
-    gets 0o666 less the umask (``mkstemp`` would give 0o600 whatever the umask)."""
-    import stat
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return 0o666 & ~_umask()
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def remove_stale_partial_files(folder: str) -> list:
-    """Remove the temporary files that writers on this host left when they died before their
-    rename (a run killed mid-save); those of live processes (a save in progress) stay."""
-    import socket
-    host, removed = socket.gethostname(), []
-    for name in os.listdir(folder):
-        match = _PARTIAL_NAME.match(name)
-        if match and match['host'] == host and not _process_alive(int(match['pid'])):
-            try:
-                os.remove(os.path.join(folder, name))
-                removed.append(name)
-            except FileNotFoundError:  # another process cleaned it first
-                pass
-    return removed
-
-
-class AtomicFile:
-    """``open(path, mode)`` for writing, made atomic: the data goes to a temporary sibling, which
-    replaces ``path`` when closed without an error and is removed otherwise. The file gets the
-    mode a plain ``open`` would give. ``durable=True`` also fsyncs the data before the rename and
-    the folder after it, so that after a power loss ``path`` is the old or the new file, whole.
-
-    Args:
-        path (str): the destination.
-        mode (str): ``'w'`` or ``'wb'`` (or ``'wt'``).
-        durable (bool): fsync (checkpoints). Defaults to False.
-        **kwargs: passed to ``os.fdopen`` (``encoding``, ...).
-    """
-
-    def __init__(self, path, mode: str = 'wb', durable: bool = False, **kwargs):
-        import socket
-        import tempfile
-        self.path, self.durable = os.path.abspath(os.fspath(path)), durable
-        folder, name = os.path.split(self.path)
-        os.makedirs(folder, exist_ok=True)
-        remove_stale_partial_files(folder)
-        prefix = f'.{name}{_PARTIAL}{socket.gethostname()}-{os.getpid()}-'
-        fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=prefix)
-        try:
-            os.fchmod(fd, _plain_open_mode(self.path))
-            self.file = os.fdopen(fd, mode, **kwargs)
-        except BaseException:
-            os.close(fd)
-            os.remove(self.tmp)
-            raise
-
-    def write(self, data):
-        return self.file.write(data)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, traceback):
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
-
-    def commit(self) -> None:
-        try:
-            if self.durable:
-                self.file.flush()
-                os.fsync(self.file.fileno())
-            self.file.close()
-            os.replace(self.tmp, self.path)
-        except BaseException:
-            self.discard()
-            raise
-        if self.durable:  # the rename itself survives a power loss only once the folder is synced
-            fd = os.open(os.path.dirname(self.path), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-    def discard(self) -> None:
-        self.file.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
-
-
+# --- checkpoints and the last_checkpoint pointer written in place -------------------------------
 def _put(self, obj: bytes, filepath) -> None:
     # LocalBackend.put: checkpoints (save_checkpoint) and other binary dumps
     with AtomicFile(filepath, 'wb', durable=True) as f:
@@ -393,31 +198,36 @@ def patch_atomic_local_writes() -> bool:
     destination and write into it: a run killed or a disk filled mid-save leaves a truncated
     ``epoch_N.pth`` or pointer under its final name, which a later load fails on, and the
     previous file of that name is already gone. Both now write a temporary sibling and rename it
-    over the destination (:class:`AtomicFile`): a file under its final name is always whole,
-    keeps the mode a plain write gives, and temporary files of killed runs are removed by the
-    next write into their folder."""
+    over the destination (:class:`repre_mm.utils.atomic_file.AtomicFile`): a file under its
+    final name is always whole, keeps the mode a plain write gives, and temporary files of killed
+    runs (unlocked) are removed by the next write into their folder.
+
+    Unconditional: measured on mmengine 0.10.7 (its latest release). Remote backends (petrel,
+    http, ...) are not changed."""
     from mmengine.fileio.backends.local_backend import LocalBackend
     from mmengine.hooks import checkpoint_hook
-    if 'atomic_put' in _APPLIED:
+    if 'atomic_put' in APPLIED:
         return False
     ORIGINALS['LocalBackend.put'] = LocalBackend.put
     ORIGINALS['LocalBackend.put_text'] = LocalBackend.put_text
     LocalBackend.put, LocalBackend.put_text = _put, _put_text
     # a module global shadows the builtin for that module's code only
     checkpoint_hook.open = _open_writes_atomically
-    _APPLIED.add('atomic_put')
+    APPLIED.add('atomic_put')
     return True
 
 
-# --- 7. mmengine: the oldest checkpoint removed before the new one exists ------------------------
+# --- the oldest checkpoint removed before the new one exists ------------------------------------
 def patch_remove_old_checkpoints_after_save() -> bool:
     """With ``max_keep_ckpts``, mmengine's ``CheckpointHook`` removes the oldest checkpoint
     *before* it writes the new one and the ``last_checkpoint`` pointer: with
     ``max_keep_ckpts=1`` a run killed mid-save is left with no checkpoint at all, and a pointer
     naming the removed file, so ``--resume`` fails. The removals now wait until the new
-    checkpoint and the pointer are written (and do not happen if that fails)."""
+    checkpoint and the pointer are written (and do not happen if that fails).
+
+    Unconditional: measured on mmengine 0.10.7 (its latest release)."""
     from mmengine.hooks import CheckpointHook
-    if 'remove_after_save' in _APPLIED:
+    if 'remove_after_save' in APPLIED:
         return False
     save = ORIGINALS['CheckpointHook._save_checkpoint_with_step'] = \
         CheckpointHook._save_checkpoint_with_step
@@ -433,13 +243,14 @@ def patch_remove_old_checkpoints_after_save() -> bool:
             backend.remove(path)
 
     CheckpointHook._save_checkpoint_with_step = save_then_remove_old
-    _APPLIED.add('remove_after_save')
+    APPLIED.add('remove_after_save')
     return True
 
 
-# --- 8. mmengine: the `repre_mm::` config scope of an editable install -----------------------------
+# --- the `repre_mm::` config scope of an editable install ---------------------------------------
 def _package_folder() -> str:
-    return osp.dirname(osp.abspath(__file__))
+    """The folder of the imported ``repre_mm`` package (this file is repre_mm/compat/...)."""
+    return osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def patch_editable_package_scope(installed_path=None) -> bool:
@@ -449,8 +260,9 @@ def patch_editable_package_scope(installed_path=None) -> bool:
     scope fails with ``FileNotFoundError: .../site-packages/repre_mm/.mim/model-index.yml``.
     Applied only where mmengine's answer holds no ``.mim`` folder: the scope is then the folder
     of the ``repre_mm`` that is imported. Any other package's lookup is unchanged, and a wheel
-    install (where mmengine finds ``.mim``) is not patched."""
-    if 'editable_scope' in _APPLIED:
+    install (where mmengine finds ``.mim``) is not patched (``tests/test_compat.py``).
+    Measured on mmengine 0.10.7 with setuptools 81 (``pip install -e``)."""
+    if 'editable_scope' in APPLIED:
         return False
     import mmengine.config.config as mmengine_config
     lookup = installed_path or mmengine_config.get_installed_path
@@ -466,19 +278,5 @@ def patch_editable_package_scope(installed_path=None) -> bool:
         return _package_folder() if package == 'repre-mm' else original(package)
 
     mmengine_config.get_installed_path = get_installed_path
-    _APPLIED.add('editable_scope')
+    APPLIED.add('editable_scope')
     return True
-
-
-def apply_all() -> None:
-    patch_torchvision_ops_schemas()
-    patch_cpu_distributed_init()
-    patch_mmcv_adjust_hue()
-    patch_collate_fn_scope()
-    patch_checkpoint_safe_load()
-    patch_atomic_local_writes()
-    patch_remove_old_checkpoints_after_save()
-    patch_editable_package_scope()
-
-
-apply_all()
