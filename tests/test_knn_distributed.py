@@ -2,7 +2,9 @@
 
 mmengine's DefaultSampler shards every loader by rank. Scoring each rank's shard of the queries
 against its shard of the bank, and logging rank 0's figure, is what KNNEvaluationHook did before:
-a plausible number computed on half the data. The shards must be gathered.
+a plausible number computed on half the data. Every sample must count once: the queries are
+gathered, the bank stays sharded and the ranks' nearest neighbours are merged
+(tests/test_knn_sharded.py checks that merge bit for bit).
 """
 import json
 import os

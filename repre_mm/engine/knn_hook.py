@@ -7,7 +7,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from mmpretrain.registry import HOOKS
-from ..evaluation.knn import features_from_dataloader, knn_accuracy
+from ..evaluation.knn import (feature_shard_from_dataloader, features_from_dataloader,
+                              knn_accuracy)
 
 
 @HOOKS.register_module()
@@ -25,10 +26,13 @@ class KNNEvaluationHook(Hook):
             all the backbone has (ViT: both; Swin: ``'patch_mean'``, its pooled last stage).
         before_train (bool): also evaluate the untrained encoder. Defaults to False.
 
-    Under DDP every rank extracts its shard of the bank and of the queries and the shards are
-    gathered (see ``features_from_dataloader``): each rank scores the whole query set against
-    the whole bank, so the logged number is the one a single process computes. For that the
-    loaders always use ``DefaultSampler(shuffle=False)``, whatever sampler the configs name.
+    Under DDP every rank extracts and keeps only its shard of the bank
+    (``feature_shard_from_dataloader``, the sampler's padding dropped); the queries are
+    gathered (``features_from_dataloader``), each rank finds the k nearest of all queries in
+    its shard, and the ranks' candidates are merged (``knn_topk``; ties in similarity go to
+    the smaller bank index, as in one process): the logged number is the one a single process
+    computes, with ~1/W of the bank per rank. For that the loaders always use
+    ``DefaultSampler(shuffle=False)``, whatever sampler the configs name.
     """
     priority = 'LOW'
 
@@ -51,7 +55,7 @@ class KNNEvaluationHook(Hook):
     @staticmethod
     def _unshuffled(loader_cfg: dict) -> dict:
         # The shards of DefaultSampler(shuffle=False) interleave in a known order, which is
-        # what lets the features of all ranks be gathered back into dataset order.
+        # what gives each bank row its dataset index and the queries back in dataset order.
         loader_cfg = copy.deepcopy(loader_cfg)
         loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=False, round_up=True)
         return loader_cfg
@@ -64,18 +68,19 @@ class KNNEvaluationHook(Hook):
     def _evaluate(self, runner, epoch: int) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         start = time.time()
-        bank, bank_labels = features_from_dataloader(model, self._loaders[0], self.kinds)
+        bank = feature_shard_from_dataloader(model, self._loaders[0], self.kinds)
         queries, query_labels = features_from_dataloader(model, self._loaders[1], self.kinds)
         results = {}
-        for kind in bank:
-            results[kind] = knn_accuracy(bank[kind], bank_labels, queries[kind], query_labels,
-                                         self.k, self.temperature)
+        for kind in bank.feats:
+            results[kind] = knn_accuracy(bank.feats[kind], bank.labels, queries[kind],
+                                         query_labels, self.k, self.temperature,
+                                         bank_indices=bank.indices)
             runner.message_hub.update_scalar(f'knn/{kind}_top1', results[kind])
         self.history.append((epoch, results))
         runner.logger.info(
             f'k-NN (k={self.k}, T={self.temperature}) after epoch {epoch}: ' +
             ', '.join(f'{kind} top-1 {acc:.2f}%' for kind, acc in results.items()) +
-            f' (bank {len(bank_labels)}, queries {len(query_labels)}, '
+            f' (bank {bank.size}, queries {len(query_labels)}, '
             f'{time.time() - start:.1f} s)')
         runner.visualizer.add_scalars({f'knn/{k}_top1': v for k, v in results.items()},
                                       step=epoch)

@@ -2,17 +2,20 @@
 
 Features are L2-normalised; each query takes its k most cosine-similar bank samples, and each
 neighbour votes for its label with weight exp(similarity / T). Defaults: k=20, T=0.07.
-Everything runs on the features' device; under DDP every rank extracts its shard and the shards
-are gathered, so the accuracy is the one of a single process.
+Everything runs on the features' device. Under DDP every rank extracts and keeps its shard of
+the bank (:func:`feature_shard_from_dataloader`), the queries are gathered
+(:func:`features_from_dataloader`), each rank finds the k nearest of all queries in its shard and
+the candidates are merged (:func:`knn_topk`): the accuracy is the one of a single process, with
+ties in similarity going to the smaller bank index in both.
 """
 import sys
 from contextlib import nullcontext
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from mmengine.dataset import DefaultSampler
-from mmengine.dist import all_gather, get_rank, get_world_size
+from mmengine.dist import all_gather, all_reduce, get_rank, get_world_size
 from mmengine.utils import ProgressBar
 from torch import nn
 
@@ -28,56 +31,209 @@ def default_kinds(backbone: nn.Module) -> Tuple[str, ...]:
     return ('patch_mean', ) if isinstance(backbone, SwinTransformer) else FEATURE_KINDS
 
 
-def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor,
-                num_classes: int, k: int = 20, temperature: float = 0.07,
-                query_chunk: int = 1024, bank_chunk: int = 65536) -> torch.Tensor:
-    """Predicted labels for ``queries`` from ``bank``, computed on ``bank``'s device.
+# a candidate's key: the ordered bits of its similarity x 2^32 + (2^32 - 1 - its index)
+_KEY_SHIFT = 2 ** 32
+_NO_INDEX = _KEY_SHIFT - 1  # the index of a padding column: sorts after every real one
 
-    Memory stays at query_chunk x (bank_chunk + k): a bank of ImageNet size never has to be
-    compared with all queries at once.
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _similarity_keys(sim: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """int64 keys that order (similarity descending, global index ascending) as integers.
+
+    The float32 bits of a similarity, with the 31 low bits of negative ones flipped, order as
+    int32 as the floats do; -0.0 is made +0.0 first, so the two compare equal as floats do.
+    ``low`` is 2^32 - 1 - the global index, so a tie goes to the smaller index. Consumes
+    ``sim``.
+    """
+    sim.add_(0.0)  # -0.0 -> +0.0
+    bits = sim.view(torch.int32)
+    negative = bits >> 31  # -1 where negative, else 0
+    negative &= 0x7FFFFFFF
+    bits ^= negative
+    del negative
+    return bits.to(torch.int64).mul_(_KEY_SHIFT).add_(low)
+
+
+def _decode_keys(keys: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(similarities, global indices) of keys made by :func:`_similarity_keys`."""
+    high = torch.div(keys, _KEY_SHIFT, rounding_mode='floor')
+    index = _NO_INDEX - (keys - high * _KEY_SHIFT)
+    high ^= (high >> 31) & 0x7FFFFFFF
+    return high.to(torch.int32).view(torch.float32), index
+
+
+def _sharded(bank_indices: Optional[torch.Tensor]) -> bool:
+    return bank_indices is not None and get_world_size() > 1
+
+
+@torch.no_grad()
+def knn_topk(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, k: int = 20,
+             query_chunk: int = 1024, bank_chunk: int = 16384,
+             bank_indices: Optional[torch.Tensor] = None
+             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The k most cosine-similar bank samples of every query, computed on ``bank``'s device.
+
+    Neighbours are ordered by similarity, then by global bank index: of equally similar bank
+    samples the one of smaller index comes first, whatever the order of the rows, the chunks
+    and the split of the bank between processes. (Other chunk sizes may change a similarity
+    in its last bit, as any other shape of matrix product may.)
+
+    One process: ``bank`` is the whole bank; its global indices are ``bank_indices`` (default
+    0 .. N-1). Several processes (``bank_indices`` given, ``get_world_size() > 1``): every rank
+    calls this with its own shard of the bank, the global dataset indices of those rows (each
+    index on exactly one rank, e.g. :func:`feature_shard_from_dataloader`), and the same
+    queries. Each rank scores all queries against its shard; the k best of each rank are
+    gathered and merged, so every rank returns what one process with the whole bank returns.
+
+    Memory on top of the inputs: a normalised copy of the queries, one normalised chunk of
+    bank rows (bank_chunk x D), about 12 bytes per element of a query_chunk x bank_chunk block
+    of similarities and keys, and the candidates: queries x k x 16 bytes, x world size when
+    gathered. The chunk shapes depend only on the total bank size, the number of queries and
+    the arguments, never on the shard, so each similarity is computed by a product of the same
+    shape in one process and in several.
 
     Args:
-        bank (Tensor): N x D features; its device is where everything is computed (a GPU bank
-            is scored on that GPU).
-        bank_labels (Tensor): N labels (moved to ``bank``'s device).
+        bank (Tensor): n x D features; its device is where everything is computed.
+        bank_labels (Tensor): n labels (moved to ``bank``'s device).
+        queries (Tensor): Q x D features (moved to ``bank``'s device); the same on every rank.
+        k (int): neighbours. Defaults to 20; at most the bank's size.
+        query_chunk (int): queries compared at once. Defaults to 1024.
+        bank_chunk (int): bank rows compared at once. Defaults to 16384.
+        bank_indices (Tensor, optional): n global indices of ``bank``'s rows, < 2^32 - 1.
+
+    Returns:
+        tuple[Tensor]: Q x k similarities (float32), global bank indices and labels (int64),
+        on ``bank``'s device.
+    """
+    device = bank.device
+    n, dim = bank.shape
+    bank_labels = bank_labels.to(device=device, dtype=torch.long)
+    sharded = _sharded(bank_indices)
+    if bank_indices is None:
+        bank_indices = torch.arange(n, device=device)
+    else:
+        bank_indices = bank_indices.to(device=device, dtype=torch.long)
+        if n and (int(bank_indices.min()) < 0 or int(bank_indices.max()) >= _NO_INDEX):
+            raise ValueError(f'bank indices must be in 0 .. {_NO_INDEX - 1}.')
+    if bank_indices.shape != (n, ) or bank_labels.shape != (n, ):
+        raise ValueError(f'{n} bank rows need as many labels and indices, got '
+                         f'{tuple(bank_labels.shape)} and {tuple(bank_indices.shape)}.')
+    total = n
+    if sharded:
+        # every rank's rows: their number, and the sum and largest of their indices, which
+        # tell shards that hold each of 0 .. total-1 once from copies of one bank
+        stats = torch.tensor([n, int(bank_indices.sum()) if n else 0], device=device)
+        extremes = torch.tensor([int(bank_indices.max()) if n else -1, queries.shape[0],
+                                 -queries.shape[0]], device=device)
+        all_reduce(stats, op='sum')
+        all_reduce(extremes, op='max')
+        total, index_sum = (int(v) for v in stats)
+        largest, most_queries, fewest_queries = (int(v) for v in extremes)
+        if largest != total - 1 or index_sum != total * (total - 1) // 2:
+            raise ValueError(f'the ranks\' bank_indices are not a split of 0 .. {total - 1} '
+                             f'(largest {largest}, sum {index_sum}): each rank must pass '
+                             f'its own shard, not a copy of the whole bank.')
+        if most_queries != -fewest_queries:
+            raise ValueError(f'the ranks have {-fewest_queries} to {most_queries} queries: '
+                             f'every rank must pass all of them (features_from_dataloader).')
+    if total == 0:
+        raise ValueError('the k-NN bank is empty.')
+    if total >= _NO_INDEX:
+        raise ValueError(f'a k-NN bank of {total} samples: at most {_NO_INDEX - 1}.')
+    k = min(k, total)
+    num_queries = queries.shape[0]
+    # chunk shapes from global sizes only (see above)
+    qc = max(1, min(query_chunk, _round_up(num_queries, 64)))
+    bc = max(k, min(bank_chunk, _round_up(total, 64)))
+    padded_queries = _round_up(max(num_queries, 1), qc)
+    q_norm = torch.zeros(padded_queries, dim, device=device)
+    q_norm[:num_queries] = F.normalize(queries.to(device).float(), dim=1)
+    b_norm = torch.zeros(bc, dim, device=device)
+    best = torch.full((padded_queries, k), torch.iinfo(torch.long).min, dtype=torch.long,
+                      device=device)
+    for start in range(0, n, bc):
+        rows = min(bc, n - start)
+        b_norm[:rows] = bank[start:start + rows]  # the rest: rows of another chunk, masked
+        b_norm.div_(b_norm.norm(dim=1, keepdim=True).clamp_min_(1e-12))  # as F.normalize
+        low = torch.full((1, bc), _NO_INDEX, dtype=torch.long, device=device)
+        low[0, :rows] = _NO_INDEX - bank_indices[start:start + rows]
+        for q_start in range(0, padded_queries, qc):
+            sim = q_norm[q_start:q_start + qc] @ b_norm.T
+            if rows < bc:
+                sim[:, rows:] = float('-inf')
+            keys = _similarity_keys(sim, low).topk(k, dim=1).values
+            del sim
+            merged = torch.cat([best[q_start:q_start + qc], keys], 1)
+            best[q_start:q_start + qc] = merged.topk(k, dim=1).values
+    best = best[:num_queries]
+    # labels of this rank's candidates, by global index (a padding candidate gets label 0)
+    _, index = _decode_keys(best)
+    labels = torch.zeros_like(index)
+    if n:
+        order = bank_indices.argsort()
+        sorted_indices = bank_indices[order]
+        where = torch.searchsorted(sorted_indices, index).clamp_(max=n - 1)
+        labels = torch.where(sorted_indices[where] == index, bank_labels[order][where], labels)
+    if sharded:
+        keys = torch.cat(all_gather(best.contiguous()), 1)  # Q x (W k)
+        labels = torch.cat(all_gather(labels.contiguous()), 1)
+        best, pick = keys.topk(k, dim=1)
+        labels = labels.gather(1, pick)
+    sims, index = _decode_keys(best)
+    return sims, index, labels
+
+
+def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor,
+                num_classes: int, k: int = 20, temperature: float = 0.07,
+                query_chunk: int = 1024, bank_chunk: int = 16384,
+                bank_indices: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Predicted labels for ``queries`` from ``bank``, computed on ``bank``'s device.
+
+    The k neighbours of :func:`knn_topk` (ties in similarity go to the smaller bank index)
+    vote for their labels with weight exp(similarity / T), added in that order, so the result
+    does not depend on how many processes hold the bank.
+
+    Args:
+        bank (Tensor): N x D features (under several processes with ``bank_indices``: this
+            rank's shard); its device is where everything is computed.
+        bank_labels (Tensor): their labels (moved to ``bank``'s device).
         queries (Tensor): Q x D features (moved to ``bank``'s device).
         num_classes (int): number of classes of the labels.
         k (int): neighbours. Defaults to 20.
         temperature (float): vote weight exp(similarity / T). Defaults to 0.07.
         query_chunk (int): queries compared at once. Defaults to 1024.
-        bank_chunk (int): bank rows compared at once. Defaults to 65536.
+        bank_chunk (int): bank rows compared at once. Defaults to 16384.
+        bank_indices (Tensor, optional): global indices of ``bank``'s rows; see
+            :func:`knn_topk`.
 
     Returns:
-        Tensor: Q predicted labels, on ``bank``'s device.
+        Tensor: Q predicted labels, on ``bank``'s device (the same on every rank).
     """
-    device = bank.device
-    bank = F.normalize(bank.float(), dim=1)
-    queries = F.normalize(queries.to(device).float(), dim=1)
-    bank_labels = bank_labels.to(device)
-    k = min(k, bank.shape[0])
-    predictions = []
-    for q in queries.split(query_chunk):
-        top_sim = torch.full((q.shape[0], 0), float('-inf'), device=device)
-        top_idx = torch.zeros((q.shape[0], 0), dtype=torch.long, device=device)
-        for start in range(0, bank.shape[0], bank_chunk):
-            sim = q @ bank[start:start + bank_chunk].T
-            sim, idx = sim.topk(min(k, sim.shape[1]), dim=1)
-            top_sim, order = torch.cat([top_sim, sim], 1).topk(
-                min(k, top_sim.shape[1] + sim.shape[1]), dim=1)
-            top_idx = torch.cat([top_idx, idx + start], 1).gather(1, order)
-        weights = (top_sim / temperature).exp()
-        votes = torch.zeros(q.shape[0], num_classes, device=device)
-        votes.scatter_add_(1, bank_labels[top_idx], weights)
-        predictions.append(votes.argmax(dim=1))
-    return torch.cat(predictions)
+    sims, _, labels = knn_topk(bank, bank_labels, queries, k, query_chunk, bank_chunk,
+                               bank_indices)
+    weights = (sims / temperature).exp()
+    votes = torch.zeros(sims.shape[0], num_classes, device=sims.device)
+    for j in range(sims.shape[1]):  # one neighbour per query at a time: a fixed order of sums
+        votes.scatter_add_(1, labels[:, j:j + 1], weights[:, j:j + 1])
+    return votes.argmax(dim=1)
 
 
 def knn_accuracy(bank, bank_labels, queries, query_labels, k=20, temperature=0.07,
-                 num_classes=None) -> float:
-    """Top-1 accuracy in percent (computed on ``bank``'s device)."""
+                 num_classes=None, bank_indices=None) -> float:
+    """Top-1 accuracy in percent (computed on ``bank``'s device); ``bank_indices``: see
+    :func:`knn_topk` (a shard of the bank per rank)."""
     if num_classes is None:
-        num_classes = int(max(bank_labels.max(), query_labels.max())) + 1
-    pred = knn_predict(bank, bank_labels, queries, num_classes, k, temperature)
+        largest = torch.stack([bank_labels.max() if len(bank_labels) else
+                               bank_labels.new_tensor(-1), query_labels.max().to(
+                                   bank_labels.device)]).max().reshape(1)
+        if _sharded(bank_indices):
+            all_reduce(largest, op='max')
+        num_classes = int(largest) + 1
+    pred = knn_predict(bank, bank_labels, queries, num_classes, k, temperature,
+                       bank_indices=bank_indices)
     return (pred == query_labels.to(pred.device)).float().mean().item() * 100
 
 
@@ -194,31 +350,23 @@ def _check_sampler(loader) -> None:
             f'(round_up=True); the loader has {type(sampler).__name__}.')
 
 
-def features_from_dataloader(model: nn.Module, loader: Iterable,
-                             kinds: Optional[Sequence[str]] = None,
-                             amp_dtype: Optional[torch.dtype] = None,
-                             progress: bool = False
-                             ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
-    """Features of ``model.backbone`` and labels for a labelled mmpretrain dataloader.
+class FeatureShard(NamedTuple):
+    """This rank's rows of a dataset's features (one process: all of them).
 
-    The batches go through ``model.data_preprocessor`` (normalisation, BGR->RGB, move to the
-    model's device) exactly as in training. Under several processes each rank extracts the
-    shard its sampler gives it and the shards are gathered (mmengine.dist), so every rank
-    returns the features of the whole dataset, in dataset order: what one process would.
-
-    Args:
-        model (nn.Module): a model with ``backbone`` and ``data_preprocessor``.
-        loader (Iterable): labelled batches; a ``DataLoader`` with ``DefaultSampler(shuffle=
-            False)`` when distributed.
-        kinds (Sequence[str], optional): feature kinds; all the backbone has by default.
-        amp_dtype (torch.dtype, optional): autocast dtype for extraction.
-        progress (bool): show a progress bar with ETA on rank 0 (stderr).
-
-    Returns:
-        tuple: ({kind: N x C}, N labels), on the model's device.
+    ``feats``: {kind: n x C}; ``labels``: n; ``indices``: the n global dataset indices of the
+    rows, ascending, each index on exactly one rank; ``size``: the dataset's length.
     """
-    distributed = get_world_size() > 1
-    if distributed:
+    feats: Dict[str, torch.Tensor]
+    labels: torch.Tensor
+    indices: torch.Tensor
+    size: int
+
+
+def _extract(model: nn.Module, loader: Iterable, kinds: Optional[Sequence[str]],
+             amp_dtype: Optional[torch.dtype], progress: bool
+             ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    """This rank's features and labels, in its sampler's order (padding included)."""
+    if get_world_size() > 1:
         _check_sampler(loader)
     labels: List[torch.Tensor] = []
     bar = None
@@ -240,9 +388,84 @@ def features_from_dataloader(model: nn.Module, loader: Iterable,
     feats = backbone_features(model.backbone, images(), kinds, amp_dtype)
     if bar is not None:
         sys.stderr.write('\n')
-    label_tensor = torch.cat(labels)
-    if distributed:
+    return feats, torch.cat(labels)
+
+
+def feature_shard_from_dataloader(model: nn.Module, loader: Iterable,
+                                  kinds: Optional[Sequence[str]] = None,
+                                  amp_dtype: Optional[torch.dtype] = None,
+                                  progress: bool = False) -> FeatureShard:
+    """Features and labels of the samples this rank's sampler gives it, and their indices.
+
+    Nothing is gathered: each of W ranks keeps about 1/W of the dataset, the k-NN bank's share
+    of :func:`knn_topk`. ``DefaultSampler(shuffle=False, round_up=True)`` gives rank r the
+    dataset indices r, r + W, r + 2W, ..., padded with the first indices again so that every
+    rank has ceil(size / W); the padding (sampler positions >= size) is dropped here, so every
+    index is on exactly one rank. One process: every sample, indices 0 .. N-1 in the loader's
+    order.
+
+    Args: as :func:`features_from_dataloader`.
+
+    Returns:
+        FeatureShard: feats {kind: n x C}, labels, indices (on the model's device) and size.
+    """
+    feats, labels = _extract(model, loader, kinds, amp_dtype, progress)
+    size = len(loader.dataset) if get_world_size() > 1 else len(labels)
+    return drop_sampler_padding(feats, labels, size)
+
+
+def drop_sampler_padding(feats: Dict[str, torch.Tensor], labels: torch.Tensor,
+                         size: int) -> FeatureShard:
+    """This rank's rows in ``DefaultSampler(shuffle=False, round_up=True)`` order, without the
+    sampler's padding, with their dataset indices.
+
+    Rank r of W holds the sampler positions r, r + W, ... < W * ceil(size / W); position p is
+    dataset index p, or the padding copy of index p - size when p >= size (always the last
+    rows), which is dropped: each index stays on exactly one rank. One process: all rows,
+    indices 0 .. n-1.
+    """
+    world, rank = get_world_size(), get_rank()
+    rows = len(labels)
+    if world == 1:
+        return FeatureShard(feats, labels, torch.arange(rows, device=labels.device), rows)
+    if rows != -(-size // world):
+        raise RuntimeError(f'rank {rank} extracted {rows} samples of {size}, not '
+                           f'{-(-size // world)}: the loader must use '
+                           f'DefaultSampler(shuffle=False, round_up=True).')
+    positions = torch.arange(rank, world * rows, world, device=labels.device)
+    keep = int((positions < size).sum())  # the padding is at the end
+    return FeatureShard({kind: v[:keep] for kind, v in feats.items()}, labels[:keep],
+                        positions[:keep], size)
+
+
+def features_from_dataloader(model: nn.Module, loader: Iterable,
+                             kinds: Optional[Sequence[str]] = None,
+                             amp_dtype: Optional[torch.dtype] = None,
+                             progress: bool = False
+                             ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    """Features of ``model.backbone`` and labels for a labelled mmpretrain dataloader.
+
+    The batches go through ``model.data_preprocessor`` (normalisation, BGR->RGB, move to the
+    model's device) exactly as in training. Under several processes each rank extracts the
+    shard its sampler gives it and the shards are gathered (mmengine.dist), so every rank
+    returns the features of the whole dataset, in dataset order: what one process would. That
+    is for the queries of a k-NN (small); a bank of ImageNet size stays sharded instead:
+    :func:`feature_shard_from_dataloader`.
+
+    Args:
+        model (nn.Module): a model with ``backbone`` and ``data_preprocessor``.
+        loader (Iterable): labelled batches; a ``DataLoader`` with ``DefaultSampler(shuffle=
+            False)`` when distributed.
+        kinds (Sequence[str], optional): feature kinds; all the backbone has by default.
+        amp_dtype (torch.dtype, optional): autocast dtype for extraction.
+        progress (bool): show a progress bar with ETA on rank 0 (stderr).
+
+    Returns:
+        tuple: ({kind: N x C}, N labels), on the model's device.
+    """
+    feats, labels = _extract(model, loader, kinds, amp_dtype, progress)
+    if get_world_size() > 1:
         size = len(loader.dataset)
         feats = {kind: gather_in_dataset_order(v, size) for kind, v in feats.items()}
-        label_tensor = gather_in_dataset_order(label_tensor, size)
-    return feats, label_tensor
+        labels = gather_in_dataset_order(labels, size)
+    return feats, labels

@@ -13,10 +13,12 @@ folders given by path. ImageNet on 8 GPUs, e.g.:
 
 Features (ViT: CLS token and mean patch token; Swin: its pooled last stage) are extracted on
 ``--device`` (a GPU when there is one), optionally under fp16 / bf16 autocast, with a progress
-bar and ETA on stderr. With ``--launcher pytorch|slurm`` each rank extracts its shard and the
-shards are gathered (mmengine.dist), so the numbers are those of one process. The k-NN compares
-queries with the bank in chunks on the same device, so a bank of ImageNet size need not fit one
-similarity matrix. ``--out FILE`` also writes the results and timings as JSON.
+bar and ETA on stderr. With ``--launcher pytorch|slurm`` each rank extracts and keeps its shard
+of the bank, the queries are gathered, each rank finds the k nearest of all queries in its shard
+and the candidates are merged (mmengine.dist), so the numbers are those of one process while a
+rank holds ~1/W of the bank. The k-NN compares queries with the bank in chunks on the same
+device, so a bank of ImageNet size need not fit one similarity matrix. ``--out FILE`` also
+writes the results and timings as JSON.
 """
 import argparse
 import json
@@ -35,7 +37,8 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from repre_mm.apis import init_model  # noqa: E402
-from repre_mm.evaluation.knn import (default_kinds, features_from_dataloader,  # noqa: E402
+from repre_mm.evaluation.knn import (default_kinds,  # noqa: E402
+                                     feature_shard_from_dataloader, features_from_dataloader,
                                      knn_accuracy)
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
 
@@ -118,7 +121,8 @@ def build_loaders(args, cfg):
             loader_cfg = cfg[key].copy()
         else:
             raise ValueError(f'{args.config} has no `{key}`: pass --bank / --query folders.')
-        # Each rank gets indices r, r + W, ...: the layout features_from_dataloader gathers.
+        # Each rank gets indices r, r + W, ...: the layout the bank shards and the gathered
+        # queries rely on.
         loader_cfg['sampler'] = dict(type='DefaultSampler', shuffle=False, round_up=True)
         loaders.append(Runner.build_dataloader(loader_cfg))
     return loaders
@@ -144,25 +148,26 @@ def main():
             print(f'extracting {name}: {len(loader.dataset)} images on {get_world_size()} '
                   f'process(es)', file=sys.stderr)
         start = time.perf_counter()
-        feats.append(features_from_dataloader(model, loader, kinds, amp_dtype,
-                                              progress=not args.no_progress))
+        extract = feature_shard_from_dataloader if name == 'bank' else features_from_dataloader
+        feats.append(extract(model, loader, kinds, amp_dtype, progress=not args.no_progress))
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
         timings[name] = time.perf_counter() - start
-    (bank, bank_labels), (queries, query_labels) = feats
+    bank, (queries, query_labels) = feats
 
     start = time.perf_counter()
-    results = {kind: knn_accuracy(bank[kind], bank_labels, queries[kind], query_labels, args.k,
-                                  args.temperature) for kind in kinds}
+    results = {kind: knn_accuracy(bank.feats[kind], bank.labels, queries[kind], query_labels,
+                                  args.k, args.temperature, bank_indices=bank.indices)
+               for kind in kinds}
     timings['knn'] = time.perf_counter() - start
     if get_rank() != 0:
         return
     for kind, acc in results.items():
         print(f'k-NN {kind}: top-1 {acc:.2f}% (k={args.k}, T={args.temperature}, '
-              f'bank {len(bank_labels)}, queries {len(query_labels)})')
-    images = len(bank_labels) + len(query_labels)
+              f'bank {bank.size}, queries {len(query_labels)})')
+    images = bank.size + len(query_labels)
     summary = dict(
-        top1=results, k=args.k, temperature=args.temperature, bank=len(bank_labels),
+        top1=results, k=args.k, temperature=args.temperature, bank=bank.size,
         queries=len(query_labels), device=str(device), world_size=get_world_size(),
         amp_dtype=args.amp_dtype if args.amp else None, img_size=args.img_size,
         batch_size=args.batch_size, seconds=timings,
