@@ -232,3 +232,40 @@ def scene_seg_folder(root, num_classes=4, counts=(('train', 16), ('val', 4), ('t
     with open(os.path.join(root, 'classes.txt'), 'w') as f:
         f.write('\n'.join(f'class{c}' for c in range(num_classes)) + '\n')
     return root
+
+
+def run_transfer_benchmark(tool, out, data, *extra, timeout=900):
+    """``tools/benchmarks/<tool>.py --quick --data DATA --out OUT *extra`` in a subprocess
+    (seg_transfer, det_transfer); returns (its results.json, its stdout)."""
+    import json
+    import os
+    import os.path as osp
+    import subprocess
+    import sys
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, f'tools/benchmarks/{tool}.py', '--quick', '--data', data, '--out', out,
+         *extra], cwd=root, env=dict(os.environ, PYTHONPATH=root), capture_output=True,
+        text=True, timeout=timeout)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    with open(osp.join(out, 'results.json')) as f:
+        return json.load(f), proc.stdout
+
+
+def lr_by_iteration(config_path, iters):
+    """The learning rate of every iteration 0..iters-1 under a config's ``param_scheduler``
+    and ``optim_wrapper.optimizer.lr`` (one SGD parameter group), as mmengine steps it."""
+    from mmengine.config import Config
+    from mmengine.optim.scheduler import _ParamScheduler  # noqa: F401  (registers them)
+    from mmengine.registry import PARAM_SCHEDULERS
+    cfg = Config.fromfile(config_path)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))],
+                                lr=cfg.optim_wrapper.optimizer.lr)
+    schedulers = [PARAM_SCHEDULERS.build(dict(s, optimizer=optimizer))
+                  for s in copy.deepcopy(cfg.param_scheduler)]
+    lrs = []
+    for _ in range(iters):
+        lrs.append(optimizer.param_groups[0]['lr'])
+        for s in schedulers:
+            s.step()
+    return lrs

@@ -12,6 +12,8 @@ import time
 import pytest
 import torch
 
+from helpers import run_transfer_benchmark
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VERDICTS = {'better', 'worse', 'no measurable difference'}
 METRICS = ('box_ap', 'box_ap50', 'box_ap75', 'mask_ap', 'mask_ap50', 'mask_ap75')
@@ -79,13 +81,7 @@ def tiny_pretrain_folder(out, seeds=2):
 
 
 def run_benchmark(out, data, *extra, timeout=900):
-    proc = subprocess.run(
-        [sys.executable, 'tools/benchmarks/det_transfer.py', '--quick', '--data', data,
-         '--out', out, *extra], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-        capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    with open(osp.join(out, 'results.json')) as f:
-        return json.load(f), proc.stdout
+    return run_transfer_benchmark('det_transfer', out, data, *extra, timeout=timeout)
 
 
 @pytest.fixture(scope='module')
@@ -217,7 +213,7 @@ def test_given_checkpoints_are_the_same_encoders(quick_run, tmp_path):
     """--checkpoints: the config mmengine stored in each checkpoint gives the backbone that
     --pretrained reads from the folder's configs."""
     from repre_mm.benchmarks import det_transfer
-    from repre_mm.benchmarks.seg_transfer import backbone_of
+    from repre_mm.benchmarks.transfer import backbone_of
     data, pretrained, _, _, _ = quick_run
     given = [f'{m}={pretrained}/{m}_seed{s}/iter_1.pth' for m in ('baseline', 'repre')
              for s in range(2)]

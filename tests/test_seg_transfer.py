@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from helpers import scene_seg_folder
+from helpers import lr_by_iteration, run_transfer_benchmark, scene_seg_folder
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VERDICTS = {'better', 'worse', 'no measurable difference'}
@@ -18,13 +18,7 @@ METRICS = ('probe_miou', 'probe_miou_mid', 'finetune_miou')
 
 
 def run_benchmark(out, data, *extra, timeout=900):
-    proc = subprocess.run(
-        [sys.executable, 'tools/benchmarks/seg_transfer.py', '--quick', '--data', data,
-         '--out', out, *extra], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-        capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    with open(osp.join(out, 'results.json')) as f:
-        return json.load(f), proc.stdout
+    return run_transfer_benchmark('seg_transfer', out, data, *extra, timeout=timeout)
 
 
 @pytest.fixture(scope='module')
@@ -119,6 +113,22 @@ def sample_paths(dataset_cfg, scope):
         info = dataset.get_data_info(i)
         paths += [info['img_path']] + ([info['seg_map_path']] if 'seg_map_path' in info else [])
     return paths
+
+
+def test_finetune_warm_up_reaches_the_full_learning_rate(quick_run, tmp_path):
+    """LinearLR ends one step after the warm-up: with end=warmup it stopped a step short (at
+    the start factor, 1e-3, for a 1-step warm-up) and PolyLR decayed from there."""
+    from repre_mm.benchmarks import seg_transfer
+    data, out, _, _ = quick_run
+    args = seg_transfer.parse_args(['--data', data, '--out', str(tmp_path), '--quick',
+                                    '--finetune-iters', '20', '--finetune-lr', '0.01'])
+    info = seg_transfer.prepare_data(args)
+    pretrain = osp.join(out, 'pretrain', 'configs', 'baseline_seed0.py')
+    config = seg_transfer.finetune_config(args, info, pretrain, 0, 'warm', None)
+    lrs = lr_by_iteration(config, 20)
+    assert lrs[0] == pytest.approx(1e-5)  # warm-up of max(1, 20 // 10) = 2 iterations
+    assert lrs[2] == pytest.approx(0.01)  # full lr once the warm-up is over
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))  # then PolyLR only decays
 
 
 def test_training_never_reads_the_test_split(quick_run):

@@ -22,7 +22,7 @@ Training never reads the test split: fine-tuning trains on instances_train.json 
 validation; instances_test.json is read by tools/test.py only.
 """
 import argparse
-import hashlib
+import functools
 import json
 import os
 import os.path as osp
@@ -38,9 +38,11 @@ from mmengine.config import Config
 from ..utils.checkpoint import load_checkpoint_meta, load_strict, load_weights
 from ..utils.logging import quiet_mmengine
 from .pretrain import EQUAL_COMPUTE, dump_config, run_name
-from .runs import ROOT, Job, checkpoint_of, file_key, read_json, run_jobs, tool, write_json
-from .seg_transfer import UNTRAINED, backbone_of, parse_checkpoints, pretrain_config_of
-from .stats import compare, comparison_table, fmt
+from .runs import ROOT, Job, checkpoint_of, read_json, run_jobs, tool, write_json
+from .stats import comparison_table, fmt
+from .transfer import (UNTRAINED, all_comparisons, backbone_of, config_key, finetune_jobs,
+                       parse_checkpoints, pretrain_config_of, vit_size,
+                       write_picture_grid)
 
 DOC = __doc__
 FULL_CONFIG = 'configs/downstream/mmdet/mask-rcnn_vit-small-p16-sfp_8xb2-1x_coco.py'
@@ -239,16 +241,6 @@ def encoders(args) -> Dict[str, List[tuple]]:
     return runs
 
 
-def vit_size(backbone: dict) -> tuple:
-    """(embed dims, depth) of a ViT backbone dict: its arch dict or mmpretrain's named arch."""
-    arch = backbone['arch']
-    if isinstance(arch, dict):
-        return arch['embed_dims'], arch['num_layers']
-    from mmpretrain.models import VisionTransformer
-    settings = VisionTransformer.arch_zoo[arch]
-    return settings['embed_dims'], settings['num_layers']
-
-
 # --- fine-tuning through mmdet ---------------------------------------------------------------
 def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
                     backbone_checkpoint: Optional[str]) -> str:
@@ -344,45 +336,6 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     return dump_config(cfg, osp.join(args.out, 'finetune', 'configs', f'{name}.py'))
 
 
-def config_key(config: str, checkpoint: Optional[str]) -> dict:
-    with open(config, 'rb') as f:
-        return dict(config=hashlib.sha256(f.read()).hexdigest(),
-                    checkpoint=file_key(checkpoint) if checkpoint else None)
-
-
-def finetune_jobs(args, data, runs) -> tuple:
-    """A fine-tuning job per encoder and seed (and from random weights per seed), each a
-    tools/benchmarks/transfer.sh call; a job whose metrics exist for the same config and
-    checkpoint is reused. The configs are written here, before any job starts (no job rewrites
-    a config another job is reading)."""
-    jobs, where = [], {}
-    untrained = [(config, None) for config, _ in runs[next(iter(runs))]]
-    for method, seeds in list(runs.items()) + [(UNTRAINED, untrained)]:
-        for seed, (config, checkpoint) in enumerate(seeds):
-            name = run_name(method, seed)
-            work_dir = osp.join(args.out, 'finetune', name)
-            metrics = osp.join(work_dir, 'metrics.json')
-            where[(method, seed)] = metrics
-            export = osp.abspath(osp.join(work_dir, 'backbone.pth')) if checkpoint else None
-            path = finetune_config(args, data, config, seed, name, export)
-
-            def prepare(path=path, checkpoint=checkpoint, work_dir=work_dir, metrics=metrics):
-                key = config_key(path, checkpoint)
-                key_file = osp.join(work_dir, 'finetune_key.json')
-                if osp.exists(metrics) and read_json(key_file) == key:
-                    return None
-                if osp.exists(metrics):
-                    os.remove(metrics)
-                write_json(key_file, key)
-                return ['bash', osp.join(ROOT, 'tools', 'benchmarks', 'transfer.sh'),
-                        'custom', osp.abspath(checkpoint) if checkpoint else 'none', '1']
-
-            env = dict(CONFIG=path, WORK_DIR=work_dir, PYTHON=sys.executable,
-                       TEST_ARGS=f'--out {metrics} --out-item metrics')
-            jobs.append(Job(name, work_dir, prepare, args.finetune_iters, env=env))
-    return jobs, where
-
-
 def zero_iterations_job(args, runs) -> tuple:
     """The "0 iterations" reference: the baseline's seed-0 fine-tuning config with the weights
     fine-tuning starts from (the pre-trained backbone loaded strictly, the heads at their
@@ -452,7 +405,7 @@ def detection_scores(metrics: dict) -> dict:
 
 def finetune_scores(args, data, runs) -> tuple:
     """({method: [scores per seed]}, the "0 iterations" scores)."""
-    jobs, where = finetune_jobs(args, data, runs)
+    jobs, where = finetune_jobs(args, runs, functools.partial(finetune_config, args, data))
     zero_job, zero_method, zero_metrics = zero_iterations_job(args, runs)
     walls = run_jobs(jobs + [zero_job], osp.join(args.out, 'finetune'), args.jobs)
     scores = {}
@@ -538,20 +491,10 @@ def prediction_picture(args, data, methods: List[str], path: str) -> Optional[st
                       for c, s in zip(pred.labels, pred.scores)]
             cells.append(draw_instances(image, pred.masks.numpy().astype(bool),
                                         pred.bboxes.numpy(), PREDICTION_COLOUR, height, labels))
-        rows.append((np.concatenate(cells, 1), [c.shape[1] for c in cells]))
-    width = max(r.shape[1] for r, _ in rows)
-    header = np.full((28, width, 3), 255, np.uint8)
-    x = 0
+        rows.append(cells)
     titles = ['image', 'ground truth'] + [f'{m} (seed 0), score >= {args.picture_score:g}'
                                           for m in methods]
-    for title, cell_width in zip(titles, rows[0][1]):
-        cv2.putText(header, title, (x + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-        x += cell_width
-    rows = [header] + [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)),
-                              constant_values=255) for r, _ in rows]
-    cv2.imwrite(path, np.concatenate(rows)[..., ::-1])
-    return path
+    return write_picture_grid(rows, titles, path, font_scale=0.45)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -561,27 +504,6 @@ def merge(scores: Dict[str, List[dict]], pretrain_iters: Dict[str, List[Optional
     return [dict(method=method, seed=seed, **s,
                  pretrain_iters=pretrain_iters.get(method, [None] * (seed + 1))[seed])
             for method, seeds in scores.items() for seed, s in enumerate(seeds)]
-
-
-def all_comparisons(results: List[dict]) -> Dict[str, dict]:
-    """The positive controls first (does pre-training beat random initialisation?), then every
-    RePre method against the baseline and the equal-compute baseline."""
-    methods = list(dict.fromkeys(r['method'] for r in results))
-    comparisons = {}
-    for method in methods:
-        if method.startswith('baseline'):
-            diff = compare(results, method, UNTRAINED, METRICS)
-            if diff:
-                comparisons[f'{method} - untrained'] = diff
-    for method in methods:
-        if method.startswith('baseline') or method == UNTRAINED:
-            continue
-        for against in ('baseline', EQUAL_COMPUTE):
-            diff = compare(results, method, against, METRICS)
-            if diff:
-                suffix = ' (equal compute)' if against == EQUAL_COMPUTE else ''
-                comparisons[f'{method} - baseline{suffix}'] = diff
-    return comparisons
 
 
 def results_table(results: List[dict], zero: dict) -> List[str]:
@@ -633,7 +555,7 @@ def describe(args, data, runs) -> str:
 
 
 def write_report(args, data, runs, results, zero, timing, picture) -> dict:
-    comparisons = all_comparisons(results)
+    comparisons = all_comparisons(results, METRICS)
     lines = [describe(args, data, runs), ''] + results_table(results, zero) + \
         ['', trained_vs_untrained_heads(results, zero),
          '', 'Paired differences (per seed, mean, 95 % Student-t interval, verdict):', ''] + \

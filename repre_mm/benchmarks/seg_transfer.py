@@ -23,7 +23,7 @@ Training never reads the test split: pre-training reads img_dir/train (and img_d
 probe is fitted on train, fine-tuning trains on train without validation.
 """
 import argparse
-import copy
+import functools
 import hashlib
 import os
 import os.path as osp
@@ -41,16 +41,16 @@ from ..datasets.image_folder import image_statistics
 from ..datasets.seg_folder import check_seg_folder
 from ..evaluation.dense_probe import FINAL, default_block
 from ..evaluation.seg_probe import SegmentationProbe
-from ..utils.checkpoint import load_checkpoint_meta, load_strict, load_weights
+from ..utils.checkpoint import load_strict, load_weights
 from ..utils.logging import quiet_mmengine
 from .pretrain import (EQUAL_COMPUTE, FRAMEWORKS, METHODS, ViewSpec, dump_config,
                        plan_pretraining, pretrain_config, run_name)
-from .runs import (ROOT, Job, checkpoint_of, file_key, read_json, run_jobs, stored_or_computed,
-                   write_json)
-from .stats import compare, comparison_table, fmt
+from .runs import ROOT, checkpoint_of, file_key, read_json, run_jobs, stored_or_computed, write_json
+from .stats import comparison_table, fmt
+from .transfer import (UNTRAINED, all_comparisons, backbone_of, finetune_jobs, parse_checkpoints,
+                       pretrain_config_of, vit_size, write_picture_grid)
 
 DOC = __doc__
-UNTRAINED = 'untrained'  # the untrained encoder (probe) / random initialisation (fine-tuning)
 METRICS = ('probe_miou', 'probe_miou_mid', 'finetune_miou')
 METRIC_NAMES = dict(probe_miou='probe mIoU (final norm)', probe_miou_mid='probe mIoU (mid block)',
                     finetune_miou='fine-tuned mIoU')
@@ -129,21 +129,6 @@ def parse_args(argv=None):
     return args
 
 
-def parse_checkpoints(parser, items: List[str]) -> Dict[str, List[str]]:
-    """{method: [path per seed]} of ``--checkpoints METHOD=PATH ...``."""
-    given: Dict[str, List[str]] = {}
-    for item in items:
-        method, sep, path = item.partition('=')
-        if not sep or not method or not path:
-            parser.error(f'--checkpoints takes METHOD=PATH items; got {item!r}.')
-        if method == UNTRAINED:
-            parser.error(f'{UNTRAINED!r} is the reference this benchmark adds itself.')
-        if not osp.isfile(path):
-            parser.error(f'--checkpoints {item}: {path} is not a file.')
-        given.setdefault(method, []).append(path)
-    return given
-
-
 # --- data ------------------------------------------------------------------------------------
 def prepare_data(args) -> dict:
     """The dataset checked once (every pair, size and label value) and its statistics."""
@@ -210,8 +195,9 @@ def write_pretrain_config(args, data, method, seed, iters=None) -> str:
 
 
 def pretrain_iterations(args, data, iters):
-    return iters if iters is not None else args.epochs * (data['num_pretrain'] //
-                                                           args.batch_size)
+    if iters is not None:
+        return iters
+    return args.epochs * (data['num_pretrain'] // args.batch_size)
 
 
 # --- the encoders ----------------------------------------------------------------------------
@@ -237,29 +223,6 @@ def encoders(args, data) -> tuple:
     return runs, info, walls
 
 
-def pretrain_config_of(args, checkpoint: str) -> str:
-    """--pretrain-config, or the config mmengine stored in ``checkpoint`` (written next to the
-    benchmark's outputs)."""
-    if args.pretrain_config:
-        return args.pretrain_config
-    text = load_checkpoint_meta(checkpoint).get('cfg')
-    if not text:
-        raise SystemExit(f'{checkpoint} stores no config (not an mmengine training checkpoint): '
-                         f'pass --pretrain-config, the config that trained it.')
-    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    path = osp.join(args.out, 'given_configs', f'{digest}.py')
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-        f.write(text)
-    return path
-
-
-def backbone_of(config: str) -> dict:
-    cfg = Config.fromfile(config)
-    return copy.deepcopy(cfg.model.get('framework', cfg.model).backbone.to_dict()), \
-        dict(mean=list(cfg.data_preprocessor.mean), std=list(cfg.data_preprocessor.std))
-
-
 # --- the frozen probe ------------------------------------------------------------------------
 def probe_scores(args, data, runs) -> tuple:
     """Probe scores of every encoder ({method: [scores per seed]}, untrained included) and of
@@ -269,7 +232,7 @@ def probe_scores(args, data, runs) -> tuple:
     first_config = next(iter(runs.values()))[0][0]
     backbone, norm = backbone_of(first_config)
     patch = backbone['patch_size']
-    probe, built = [], []
+    probe = []
 
     def get_probe():  # images are read only when some score is missing
         if not probe:
@@ -320,8 +283,8 @@ def probe_scores(args, data, runs) -> tuple:
                               dict(key(first_config, None), seeds=num_seeds), references,
                               'the references')
     scores[UNTRAINED] = refs['untrained']
-    print(f'[probe] untrained: mIoU ' + ', '.join(f'{s["probe_miou"]:.2f}'
-                                                  for s in refs['untrained']) +
+    print('[probe] untrained: mIoU ' + ', '.join(f'{s["probe_miou"]:.2f}'
+                                                 for s in refs['untrained']) +
           f'; raw pixels {refs["raw_pixels"]["probe_miou"]:.2f}')
     return scores, refs['raw_pixels']
 
@@ -342,12 +305,7 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     cfg = Config.fromfile(osp.join(ROOT, args.finetune_config)
                           if not osp.isabs(args.finetune_config) else args.finetune_config)
     backbone, norm = backbone_of(pretrain_cfg)
-    embed = backbone['arch']['embed_dims'] if isinstance(backbone['arch'], dict) else None
-    depth = backbone['arch']['num_layers'] if isinstance(backbone['arch'], dict) else 12
-    if embed is None:  # a named arch: ask mmpretrain
-        from mmpretrain.models import VisionTransformer
-        settings = VisionTransformer.arch_zoo[backbone['arch']]
-        embed, depth = settings['embed_dims'], settings['num_layers']
+    embed, depth = vit_size(backbone)
     short = args.short_side
     crop, scale = (short, short), (2 * short, short)
     backbone.pop('frozen_stages', None)
@@ -387,7 +345,9 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     warmup = max(1, iters // 10)
     cfg.optim_wrapper.optimizer.lr = args.finetune_lr
     cfg.param_scheduler = [
-        dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup),
+        # end = warmup + 1: LinearLR reaches the full lr at its last step (end - 1); with
+        # end=warmup it stops a step short (PolyLR leaves the lr as it is at its first step)
+        dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup + 1),
         dict(type='PolyLR', eta_min=0.0, power=1.0, begin=warmup, end=iters, by_epoch=False)]
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
     cfg.default_hooks.checkpoint.update(interval=iters, max_keep_ckpts=1)
@@ -397,44 +357,8 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     return dump_config(cfg, osp.join(args.out, 'finetune', 'configs', f'{name}.py'))
 
 
-def finetune_jobs(args, data, runs) -> tuple:
-    """A fine-tuning job per encoder and seed (and from random weights per seed), each a
-    tools/benchmarks/transfer.sh call; a job whose metrics exist for the same config and
-    checkpoint is reused."""
-    jobs, where = [], {}
-    untrained = [(config, None) for config, _ in runs[next(iter(runs))]]
-    for method, seeds in list(runs.items()) + [(UNTRAINED, untrained)]:
-        for seed, (config, checkpoint) in enumerate(seeds):
-            name = run_name(method, seed)
-            work_dir = osp.join(args.out, 'finetune', name)
-            metrics = osp.join(work_dir, 'metrics.json')
-            where[(method, seed)] = metrics
-
-            def prepare(config=config, checkpoint=checkpoint, seed=seed, name=name,
-                        work_dir=work_dir, metrics=metrics):
-                export = osp.abspath(osp.join(work_dir, 'backbone.pth')) if checkpoint else None
-                path = finetune_config(args, data, config, seed, name, export)
-                with open(path, 'rb') as f:
-                    key = dict(config=hashlib.sha256(f.read()).hexdigest(),
-                               checkpoint=file_key(checkpoint) if checkpoint else None)
-                key_file = osp.join(work_dir, 'finetune_key.json')
-                if osp.exists(metrics) and read_json(key_file) == key:
-                    return None
-                if osp.exists(metrics):
-                    os.remove(metrics)
-                write_json(key_file, key)
-                return ['bash', osp.join(ROOT, 'tools', 'benchmarks', 'transfer.sh'),
-                        'custom', osp.abspath(checkpoint) if checkpoint else 'none', '1']
-
-            env = dict(CONFIG=osp.join(args.out, 'finetune', 'configs', f'{name}.py'),
-                       WORK_DIR=work_dir, PYTHON=sys.executable,
-                       TEST_ARGS=f'--out {metrics} --out-item metrics')
-            jobs.append(Job(name, work_dir, prepare, args.finetune_iters, env=env))
-    return jobs, where
-
-
 def finetune_scores(args, data, runs) -> tuple:
-    jobs, where = finetune_jobs(args, data, runs)
+    jobs, where = finetune_jobs(args, runs, functools.partial(finetune_config, args, data))
     walls = run_jobs(jobs, osp.join(args.out, 'finetune'), args.jobs)
     scores = {}
     for (method, seed), path in where.items():
@@ -496,22 +420,12 @@ def prediction_picture(args, data, methods: List[str], path: str) -> Optional[st
         for model in models:
             pred = inference_model(model, image_path).pred_sem_seg.data[0].numpy()
             cells.append(colourise(pred, palette))
-        cells = [cv2.resize(np.ascontiguousarray(c), (round(c.shape[1] * height / c.shape[0]),
-                                                     height), interpolation=cv2.INTER_NEAREST)
-                 for c in cells]
-        rows.append((np.concatenate(cells, 1), [c.shape[1] for c in cells]))
-    width = max(r.shape[1] for r, _ in rows)
-    header = np.full((28, width, 3), 255, np.uint8)
-    x = 0
-    for title, cell_width in zip(['image', 'ground truth'] + [f'{m} (fine-tuned)'
-                                                            for m in methods], rows[0][1]):
-        cv2.putText(header, title, (x + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-        x += cell_width
-    rows = [header] + [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)),
-                              constant_values=255) for r, _ in rows]
-    cv2.imwrite(path, np.concatenate(rows)[..., ::-1])
-    return path
+        cells = [cv2.resize(np.ascontiguousarray(c),
+                            (round(c.shape[1] * height / c.shape[0]), height),
+                            interpolation=cv2.INTER_NEAREST) for c in cells]
+        rows.append(cells)
+    titles = ['image', 'ground truth'] + [f'{m} (fine-tuned)' for m in methods]
+    return write_picture_grid(rows, titles, path, font_scale=0.55)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -523,27 +437,6 @@ def merge(runs_scores: List[Dict[str, List[dict]]]) -> List[dict]:
             for seed, s in enumerate(seeds):
                 merged.setdefault((method, seed), dict(method=method, seed=seed)).update(s)
     return list(merged.values())
-
-
-def all_comparisons(results: List[dict]) -> Dict[str, dict]:
-    """The positive control first (does pre-training beat no pre-training?), then every RePre
-    method against the baseline and the equal-compute baseline."""
-    methods = list(dict.fromkeys(r['method'] for r in results))
-    comparisons = {}
-    for method in methods:  # baseline - untrained: the control every comparison relies on
-        if method.startswith('baseline'):
-            diff = compare(results, method, UNTRAINED, METRICS)
-            if diff:
-                comparisons[f'{method} - untrained'] = diff
-    for method in methods:
-        if method.startswith('baseline') or method == UNTRAINED:
-            continue
-        for against in ('baseline', EQUAL_COMPUTE):
-            diff = compare(results, method, against, METRICS)
-            if diff:
-                suffix = ' (equal compute)' if against == EQUAL_COMPUTE else ''
-                comparisons[f'{method} - baseline{suffix}'] = diff
-    return comparisons
 
 
 def results_table(results, raw_pixels) -> List[str]:
@@ -605,7 +498,7 @@ def describe(args, data, pretrain_info) -> str:
 
 
 def write_report(args, data, results, raw_pixels, pretrain_info, timing, picture) -> dict:
-    comparisons = all_comparisons(results)
+    comparisons = all_comparisons(results, METRICS)
     classes = data['info'].classes
     lines = [describe(args, data, pretrain_info), ''] + results_table(results, raw_pixels) + \
         ['', 'Paired differences (per seed, mean, 95 % Student-t interval, verdict):', ''] + \

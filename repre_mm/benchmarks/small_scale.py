@@ -420,5 +420,3 @@ def main(argv=None):
     print(headline(summary))
     print(f'total {summary["total_wall_s"]:.0f} s; JSON {osp.join(args.out, "results.json")}; '
           f'reconstructions {picture}')
-
-

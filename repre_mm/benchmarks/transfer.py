@@ -1,0 +1,163 @@
+"""What the transfer benchmarks (seg_transfer, det_transfer) share: the encoders given as
+checkpoints, the backbone of a pre-training config, the fine-tuning jobs run through
+tools/benchmarks/transfer.sh, and the comparisons of the report (positive controls first)."""
+import copy
+import hashlib
+import os
+import os.path as osp
+import sys
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from mmengine.config import Config
+
+from ..utils.checkpoint import load_checkpoint_meta
+from .pretrain import EQUAL_COMPUTE, run_name
+from .runs import ROOT, Job, file_key, read_json, write_json
+from .stats import compare
+
+UNTRAINED = 'untrained'  # the untrained encoder (probe) / random initialisation (fine-tuning)
+
+
+# --- the encoders ----------------------------------------------------------------------------
+def parse_checkpoints(parser, items: List[str]) -> Dict[str, List[str]]:
+    """{method: [path per seed]} of ``--checkpoints METHOD=PATH ...``."""
+    given: Dict[str, List[str]] = {}
+    for item in items:
+        method, sep, path = item.partition('=')
+        if not sep or not method or not path:
+            parser.error(f'--checkpoints takes METHOD=PATH items; got {item!r}.')
+        if method == UNTRAINED:
+            parser.error(f'{UNTRAINED!r} is the reference this benchmark adds itself.')
+        if not osp.isfile(path):
+            parser.error(f'--checkpoints {item}: {path} is not a file.')
+        given.setdefault(method, []).append(path)
+    return given
+
+
+def pretrain_config_of(args, checkpoint: str) -> str:
+    """--pretrain-config, or the config mmengine stored in ``checkpoint`` (written next to the
+    benchmark's outputs)."""
+    if args.pretrain_config:
+        return args.pretrain_config
+    text = load_checkpoint_meta(checkpoint).get('cfg')
+    if not text:
+        raise SystemExit(f'{checkpoint} stores no config (not an mmengine training checkpoint): '
+                         f'pass --pretrain-config, the config that trained it.')
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = osp.join(args.out, 'given_configs', f'{digest}.py')
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def backbone_of(config: str) -> tuple:
+    """(backbone dict, dict(mean, std) of the data preprocessor) of a pre-training config."""
+    cfg = Config.fromfile(config)
+    return copy.deepcopy(cfg.model.get('framework', cfg.model).backbone.to_dict()), \
+        dict(mean=list(cfg.data_preprocessor.mean), std=list(cfg.data_preprocessor.std))
+
+
+def vit_size(backbone: dict) -> tuple:
+    """(embed dims, depth) of a ViT backbone dict: its arch dict or mmpretrain's named arch."""
+    arch = backbone['arch']
+    if isinstance(arch, dict):
+        return arch['embed_dims'], arch['num_layers']
+    from mmpretrain.models import VisionTransformer
+    settings = VisionTransformer.arch_zoo[arch]
+    return settings['embed_dims'], settings['num_layers']
+
+
+# --- fine-tuning jobs ------------------------------------------------------------------------
+def config_key(config: str, checkpoint: Optional[str]) -> dict:
+    """What a finished run is reused for: the derived config's bytes and the checkpoint's."""
+    with open(config, 'rb') as f:
+        return dict(config=hashlib.sha256(f.read()).hexdigest(),
+                    checkpoint=file_key(checkpoint) if checkpoint else None)
+
+
+def finetune_jobs(args, runs: Dict[str, List[tuple]],
+                  write_config: Callable[[str, int, str, Optional[str]], str]) -> tuple:
+    """A fine-tuning job per encoder and seed, and one from random weights per seed
+    (``untrained``), each a tools/benchmarks/transfer.sh call that exports the backbone, trains
+    with tools/train.py and writes tools/test.py's metrics to <work_dir>/metrics.json. A job
+    whose metrics exist for the same config and checkpoint is reused.
+
+    ``write_config(pretrain_config, seed, name, backbone_export or None)`` writes the derived
+    config and returns its path. All configs are written here, before any job starts, so no
+    job rewrites a config another job is reading.
+
+    Returns:
+        tuple: (jobs, {(method, seed): metrics path}).
+    """
+    jobs, where = [], {}
+    untrained = [(config, None) for config, _ in runs[next(iter(runs))]]
+    for method, seeds in list(runs.items()) + [(UNTRAINED, untrained)]:
+        for seed, (config, checkpoint) in enumerate(seeds):
+            name = run_name(method, seed)
+            work_dir = osp.join(args.out, 'finetune', name)
+            metrics = osp.join(work_dir, 'metrics.json')
+            where[(method, seed)] = metrics
+            export = osp.abspath(osp.join(work_dir, 'backbone.pth')) if checkpoint else None
+            path = write_config(config, seed, name, export)
+
+            def prepare(path=path, checkpoint=checkpoint, work_dir=work_dir, metrics=metrics):
+                key = config_key(path, checkpoint)
+                key_file = osp.join(work_dir, 'finetune_key.json')
+                if osp.exists(metrics) and read_json(key_file) == key:
+                    return None
+                if osp.exists(metrics):
+                    os.remove(metrics)
+                write_json(key_file, key)
+                return ['bash', osp.join(ROOT, 'tools', 'benchmarks', 'transfer.sh'),
+                        'custom', osp.abspath(checkpoint) if checkpoint else 'none', '1']
+
+            env = dict(CONFIG=path, WORK_DIR=work_dir, PYTHON=sys.executable,
+                       TEST_ARGS=f'--out {metrics} --out-item metrics')
+            jobs.append(Job(name, work_dir, prepare, args.finetune_iters, env=env))
+    return jobs, where
+
+
+# --- report ----------------------------------------------------------------------------------
+def all_comparisons(results: List[dict], metrics: Sequence[str]) -> Dict[str, dict]:
+    """The positive controls first (does pre-training beat no pre-training? every comparison
+    relies on it), then every RePre method against the baseline and the equal-compute
+    baseline: {name: compare(...)} over ``metrics``."""
+    methods = list(dict.fromkeys(r['method'] for r in results))
+    comparisons = {}
+    for method in methods:
+        if method.startswith('baseline'):
+            diff = compare(results, method, UNTRAINED, metrics)
+            if diff:
+                comparisons[f'{method} - untrained'] = diff
+    for method in methods:
+        if method.startswith('baseline') or method == UNTRAINED:
+            continue
+        for against in ('baseline', EQUAL_COMPUTE):
+            diff = compare(results, method, against, metrics)
+            if diff:
+                suffix = ' (equal compute)' if against == EQUAL_COMPUTE else ''
+                comparisons[f'{method} - baseline{suffix}'] = diff
+    return comparisons
+
+
+# --- picture ---------------------------------------------------------------------------------
+def write_picture_grid(rows: List[List[np.ndarray]], titles: List[str], path: str,
+                       font_scale: float = 0.5) -> str:
+    """Write ``rows`` of RGB cells (each row's cells of one height) as one PNG at ``path``,
+    a white header of ``titles`` over the columns (placed by the first row's cell widths) and
+    4 white pixels between rows."""
+    import cv2
+    rows = [(np.concatenate(cells, 1), [c.shape[1] for c in cells]) for cells in rows]
+    width = max(r.shape[1] for r, _ in rows)
+    header = np.full((28, width, 3), 255, np.uint8)
+    x = 0
+    for title, cell_width in zip(titles, rows[0][1]):
+        cv2.putText(header, title, (x + 6, 20), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
+                    1, cv2.LINE_AA)
+        x += cell_width
+    stacked = [header] + [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)),
+                                 constant_values=255) for r, _ in rows]
+    cv2.imwrite(path, np.concatenate(stacked)[..., ::-1])
+    return path
