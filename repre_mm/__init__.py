@@ -1,6 +1,15 @@
 """repre-mm: RePre for OpenMMLab. Importing it registers every class into mmpretrain's
 registries (and mmdet's / mmseg's where those are installed)."""
-from . import compat  # noqa: F401,I001  (first: patches must precede torchvision's import)
+import warnings
+
+# setuptools >= 81 warns "pkg_resources is deprecated as an API" when mmengine and mmcv import it
+# (to find installed packages), twice with source lines before a tool's first line, in every
+# training subprocess too: nothing a user of this plugin can act on. Only that message is
+# silenced, before anything here imports mmengine.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API',
+                        category=UserWarning)
+
+from . import compat  # noqa: F401,E402,I001  (first: patches must precede torchvision's import)
 from . import datasets, engine, evaluation, models  # noqa: F401
 from .version import __version__  # noqa: F401
 

@@ -125,6 +125,9 @@ def test_dense_probe_tool_scores_a_checkpoint_and_a_bare_backbone(tmp_path, prob
             cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
             timeout=300)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        # quiet before its first line: no per-parameter init paragraphs, no setuptools warning
+        assert 'init_weights' not in proc.stdout + proc.stderr
+        assert 'pkg_resources' not in proc.stderr
         with open(out) as f:
             scores[name] = json.load(f)['scores']
         assert set(scores[name]) == {'3', 'final'}

@@ -324,3 +324,26 @@ def test_run_demo_installs_fashion_mnist_only_when_it_uses_it(tmp_path, args, in
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert calls.exists() == installs, out.stdout
+
+
+def test_importing_the_stack_prints_no_setuptools_warning():
+    """setuptools >= 81 warns "pkg_resources is deprecated" when mmengine / mmcv import it:
+    repre_mm silences that message (only it) before importing them, so no tool or training
+    subprocess starts with it. Without the filter the same imports print it, where the
+    installed setuptools still warns."""
+    # a config with an `mmpretrain::` base makes mmengine look the package up: that imports it
+    stack = ('import mmengine.runner, mmcv, mmpretrain; from mmengine.utils import '
+             'get_installed_path; get_installed_path("mmpretrain")')
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    env.pop('PYTHONWARNINGS', None)
+    plain = subprocess.run([sys.executable, '-c', stack], capture_output=True, text=True,
+                           env=env, timeout=120)
+    ours = subprocess.run([sys.executable, '-c', f'import repre_mm; {stack}; '
+                           'import warnings; warnings.warn("still shown", UserWarning)'],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert ours.returncode == 0, ours.stderr[-2000:]
+    assert 'pkg_resources' not in ours.stderr
+    assert 'still shown' in ours.stderr  # other warnings are not silenced
+    import setuptools
+    if int(setuptools.__version__.split('.')[0]) >= 81:
+        assert 'pkg_resources is deprecated' in plain.stderr  # the filter is what removes it

@@ -26,6 +26,7 @@ from repre_mm.apis import init_model  # noqa: E402
 from repre_mm.datasets import load_fashion_mnist, load_image_folder  # noqa: E402
 from repre_mm.evaluation import DenseProbe  # noqa: E402
 from repre_mm.evaluation.dense_probe import FINAL, check_block  # noqa: E402
+from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -74,6 +75,7 @@ def items(args, size):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_mmengine()  # init_weights would print a paragraph per parameter
     init_default_scope('mmpretrain')
     torch.set_grad_enabled(False)
     model = init_model(args.config, None if args.checkpoint == 'none' else args.checkpoint)
