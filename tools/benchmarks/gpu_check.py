@@ -17,9 +17,9 @@
 
 ``--quick`` (with ``--device cpu``, the test of this script) swaps in the tiny Fashion-MNIST
 configs, 32-pixel images and a few iterations; on CPU ``--amp`` means bf16, so there is no loss
-scale, and the process group is gloo without SyncBN (see repre_mm/compat.py). Each step runs
-in its own process with a time limit; a failed step is recorded and the others still run. The
-exit status is 0 only when every required check passed.
+scale, and the process group is gloo without SyncBN (see repre_mm/compat/mmengine.py). Each
+step runs in its own process with a time limit; a failed step is recorded and the others still
+run. The exit status is 0 only when every required check passed.
 """
 import argparse
 import json
