@@ -10,8 +10,8 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API
                         category=UserWarning)
 
 from . import compat  # noqa: F401,E402,I001  (first: patches must precede torchvision's import)
-from . import datasets, engine, evaluation, models  # noqa: F401
-from .version import __version__  # noqa: F401
+from . import datasets, engine, evaluation, models  # noqa: F401,E402
+from .version import __version__  # noqa: F401,E402
 
 # mmengine resolves `pkg::path` config bases only for the packages of its MODULE2PACKAGE table;
 # with ours added, `_base_ = 'repre_mm::repre/...'` finds the configs that `pip install` put

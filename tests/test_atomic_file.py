@@ -31,12 +31,13 @@ def _locked(path) -> bool:
         os.close(fd)
 
 
-def test_a_live_writers_temporary_file_survives_the_next_writers_clean_up(tmp_path):
-    from repre_mm.utils.atomic_file import AtomicFile, remove_stale_partial_files
+def _start_writer(tmp_path, then: str, **popen):
+    """A second process that opens an AtomicFile for ``tmp_path/epoch_1.pth``, writes half of a
+    checkpoint, signals that it is ready, then runs ``then`` (the module alone: fast).
+    Returns the process once it is ready."""
     ready = tmp_path.parent / f'{tmp_path.name}-ready'
-    # a second process writes epoch_1.pth and stops before its commit (the module alone: fast)
     writer = subprocess.Popen([sys.executable, '-c', textwrap.dedent('''
-        import importlib.util, sys
+        import importlib.util, signal, sys
         spec = importlib.util.spec_from_file_location('atomic_file', sys.argv[1])
         atomic_file = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(atomic_file)
@@ -44,14 +45,20 @@ def test_a_live_writers_temporary_file_survives_the_next_writers_clean_up(tmp_pa
         f.write(b'half of a checkpoint')
         f.file.flush()
         open(sys.argv[3], 'w').close()
-        sys.stdin.read()  # until the test closes our stdin
-        f.commit()'''), MODULE, str(tmp_path / 'epoch_1.pth'), str(ready)],
-        stdin=subprocess.PIPE)
+        ''') + then, MODULE, str(tmp_path / 'epoch_1.pth'), str(ready)], **popen)
+    deadline = time.time() + 60
+    while not ready.exists() and writer.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert ready.exists(), 'the writer never started'
+    return writer
+
+
+def test_a_live_writers_temporary_file_survives_the_next_writers_clean_up(tmp_path):
+    from repre_mm.utils.atomic_file import AtomicFile, remove_stale_partial_files
+    # a second process writes epoch_1.pth and stops before its commit
+    writer = _start_writer(tmp_path, 'sys.stdin.read()  # until the test closes our stdin\n'
+                           'f.commit()\n', stdin=subprocess.PIPE)
     try:
-        deadline = time.time() + 60
-        while not ready.exists() and writer.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        assert ready.exists(), 'the writer never started'
         [live] = _partial_files(tmp_path)
         assert live.startswith('.epoch_1.pth.partial-') and _locked(tmp_path / live)
         # the next writer into the folder (here, in this process) leaves it alone
@@ -71,20 +78,7 @@ def test_a_live_writers_temporary_file_survives_the_next_writers_clean_up(tmp_pa
 
 def test_a_killed_writers_temporary_file_is_removed_by_the_next_writer(tmp_path):
     from repre_mm.utils.atomic_file import AtomicFile
-    ready = tmp_path.parent / f'{tmp_path.name}-ready'
-    writer = subprocess.Popen([sys.executable, '-c', textwrap.dedent('''
-        import importlib.util, signal, sys
-        spec = importlib.util.spec_from_file_location('atomic_file', sys.argv[1])
-        atomic_file = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(atomic_file)
-        f = atomic_file.AtomicFile(sys.argv[2], 'wb')
-        f.write(b'half of a checkpoint')
-        open(sys.argv[3], 'w').close()
-        signal.pause()'''), MODULE, str(tmp_path / 'epoch_1.pth'), str(ready)])
-    deadline = time.time() + 60
-    while not ready.exists() and writer.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert ready.exists(), 'the writer never started'
+    writer = _start_writer(tmp_path, 'signal.pause()\n')
     writer.send_signal(signal.SIGKILL)  # the kernel releases its lock
     writer.wait()
     [stale] = _partial_files(tmp_path)
@@ -138,8 +132,8 @@ def test_the_temporary_file_is_locked_until_its_rename_or_removal(tmp_path, monk
     assert os.listdir(tmp_path) == ['a.pth'] and not _locked(tmp_path / 'a.pth')
 
 
-def test_a_writer_whose_new_file_a_clean_up_removed_before_its_lock_starts_again(tmp_path,
-                                                                               monkeypatch):
+def test_a_writer_whose_new_file_a_clean_up_removed_before_its_lock_starts_again(
+        tmp_path, monkeypatch):
     """The window between the temporary file's creation and its lock: a clean-up in another
     process may lock and remove the file then. The writer sees it gone and creates another."""
     import tempfile
