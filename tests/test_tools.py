@@ -347,3 +347,26 @@ def test_importing_the_stack_prints_no_setuptools_warning():
     import setuptools
     if int(setuptools.__version__.split('.')[0]) >= 81:
         assert 'pkg_resources is deprecated' in plain.stderr  # the filter is what removes it
+
+
+def test_slurm_train_builds_the_srun_command(tmp_path):
+    """tools/slurm_train.sh as mmpretrain's: the srun call it makes (a fake srun on PATH records
+    it; no Slurm cluster here) asks for GPUS tasks, GPUS_PER_NODE a node, and runs
+    tools/train.py with the slurm launcher and the work directory."""
+    record = tmp_path / 'srun_args'
+    fake = tmp_path / 'bin' / 'srun'
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f'{fake.parent}:{os.environ["PATH"]}', GPUS='16',
+               GPUS_PER_NODE='8', SRUN_ARGS='--quotatype=auto')
+    proc = subprocess.run(['bash', 'tools/slurm_train.sh', 'gpu', 'repre', 'CONFIG.py',
+                           'work_dirs/x', '--resume'], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    args = record.read_text().split('\n')
+    for expected in ('-p', 'gpu', '--job-name=repre', '--gres=gpu:8', '--ntasks=16',
+                     '--ntasks-per-node=8', '--kill-on-bad-exit=1', '--quotatype=auto',
+                     'CONFIG.py', '--work-dir=work_dirs/x', '--launcher=slurm', '--resume'):
+        assert expected in args, (expected, args)
+    assert any(a.endswith('tools/train.py') for a in args)
