@@ -42,7 +42,7 @@ from .runs import ROOT, Job, checkpoint_of, read_json, run_jobs, tool, write_jso
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, all_comparisons, backbone_of, config_key, finetune_jobs,
                        parse_checkpoints, pretrain_config_of, vit_size,
-                       write_picture_grid)
+                       write_picture_grid, write_results)
 
 DOC = __doc__
 FULL_CONFIG = 'configs/downstream/mmdet/mask-rcnn_vit-small-p16-sfp_8xb2-1x_coco.py'
@@ -567,10 +567,7 @@ def write_report(args, data, runs, results, zero, timing, picture) -> dict:
                    encoders={m: [dict(config=c, checkpoint=p) for c, p in seeds]
                              for m, seeds in runs.items()},
                    torch=torch.__version__)
-    write_json(osp.join(args.out, 'results.json'), summary)
-    with open(osp.join(args.out, 'results.md'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    print('\n' + '\n'.join(lines) + '\n')
+    write_results(args.out, summary, lines)
     return summary
 
 

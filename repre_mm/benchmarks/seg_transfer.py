@@ -45,10 +45,11 @@ from ..utils.checkpoint import load_strict, load_weights
 from ..utils.logging import quiet_mmengine
 from .pretrain import (EQUAL_COMPUTE, FRAMEWORKS, METHODS, ViewSpec, dump_config,
                        plan_pretraining, pretrain_config, run_name)
-from .runs import ROOT, checkpoint_of, file_key, read_json, run_jobs, stored_or_computed, write_json
+from .runs import ROOT, checkpoint_of, file_key, read_json, run_jobs, stored_or_computed
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, all_comparisons, backbone_of, finetune_jobs, parse_checkpoints,
-                       pretrain_config_of, vit_size, write_picture_grid)
+                       pretrain_config_of, vit_size, write_picture_grid,
+                       write_results)
 
 DOC = __doc__
 METRICS = ('probe_miou', 'probe_miou_mid', 'finetune_miou')
@@ -514,10 +515,7 @@ def write_report(args, data, results, raw_pixels, pretrain_info, timing, picture
     summary = dict(settings=settings, classes=classes, results=results, raw_pixels=raw_pixels,
                    paired=comparisons, equal_compute=pretrain_info, timing_s=timing,
                    picture=picture, torch=torch.__version__)
-    write_json(osp.join(args.out, 'results.json'), summary)
-    with open(osp.join(args.out, 'results.md'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    print('\n' + '\n'.join(lines) + '\n')
+    write_results(args.out, summary, lines)
     return summary
 
 

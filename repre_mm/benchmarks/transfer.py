@@ -161,3 +161,11 @@ def write_picture_grid(rows: List[List[np.ndarray]], titles: List[str], path: st
                                  constant_values=255) for r, _ in rows]
     cv2.imwrite(path, np.concatenate(stacked)[..., ::-1])
     return path
+
+
+def write_results(out: str, summary: dict, lines: List[str]) -> None:
+    """<out>/results.json (``summary``) and <out>/results.md (``lines``), also printed."""
+    write_json(osp.join(out, 'results.json'), summary)
+    with open(osp.join(out, 'results.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    print('\n' + '\n'.join(lines) + '\n')
