@@ -504,8 +504,8 @@ def write_report(args, data, results, raw_pixels, pretrain_info, timing, picture
     lines = [describe(args, data, pretrain_info), ''] + results_table(results, raw_pixels) + \
         ['', 'Paired differences (per seed, mean, 95 % Student-t interval, verdict):', ''] + \
         comparison_table(comparisons, METRIC_NAMES) + \
-        ['', 'Per-class IoU, fine-tuned (mean over seeds):', ''] + \
-        per_class_table(results, classes, 'finetune_per_class') + \
+        ([] if args.no_finetune else ['', 'Per-class IoU, fine-tuned (mean over seeds):', ''] +
+         per_class_table(results, classes, 'finetune_per_class')) + \
         ['', 'Per-class IoU, frozen probe, final norm (mean over seeds):', ''] + \
         per_class_table(results + [dict(method='raw pixels',
                                         probe_per_class=raw_pixels['probe_per_class'])],
