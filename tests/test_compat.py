@@ -419,8 +419,10 @@ def test_editable_scope_patch_applies_only_where_mmengine_misses_the_configs(tmp
     monkeypatch.setattr(mmengine_config, 'get_installed_path', lookup)
     wheel = tmp_path / 'site-packages' / 'repre_mm'
     (wheel / '.mim').mkdir(parents=True)
+    # what import repre_mm replaced in this checkout (a clone not installed: this very patch)
+    originals = dict(unapplied.ORIGINALS)
     assert not compat.patch_editable_package_scope(lambda package: str(wheel))
-    assert not unapplied.APPLIED and 'get_installed_path' not in unapplied.ORIGINALS
+    assert not unapplied.APPLIED and unapplied.ORIGINALS == originals
     assert mmengine_config.get_installed_path is lookup
 
     def editable(package):  # only the .dist-info is in site-packages
