@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seeds', type=int, default=3)
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (1 thread each)')
     group = parser.add_argument_group('pre-training')
-    group.add_argument('--epochs', type=int, default=60)
+    group.add_argument('--epochs', type=int, default=120)
     group.add_argument('--batch-size', type=int, default=64)
     group.add_argument('--crop', type=int, default=64, help='side of the pre-training crops')
     group.add_argument('--patch', type=int, default=8)
