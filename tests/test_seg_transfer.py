@@ -162,6 +162,29 @@ def test_restart_reuses_every_run_and_score(quick_run):
     assert again['results'] == summary['results']
 
 
+def test_first_seed_reports_the_fresh_seeds_only(quick_run):
+    """--first-seed: a variant chosen on some seeds is confirmed on the others, and the report
+    pairs those alone. Here seed 1 of the quick run, whose finished runs are reused (in its
+    folder: a run's config names the folder's own copies of the images)."""
+    data, out, summary, _ = quick_run
+    again, stdout = run_benchmark(out, data, '--first-seed', '1', '--seeds', '1',
+                                  '--methods', 'baseline', 'repre')
+    assert '[run] started' not in stdout
+    assert stdout.count('[run] reusing') == 2 + 3  # pre-training; fine-tuning with scratch
+    assert {(r['method'], r['seed']) for r in again['results']} == {
+        (m, 1) for m in ('baseline', 'repre', 'untrained')}
+    before = {(r['method'], r['seed']): r for r in summary['results']}
+    for r in again['results']:
+        for key in METRICS:  # the untrained reference is drawn with seed 1 too
+            assert r[key] == pytest.approx(before[(r['method'], 1)][key], abs=1e-6), r
+    assert again['paired']['repre - baseline']['finetune_miou']['per_seed'] == [
+        pytest.approx(before[('repre', 1)]['finetune_miou'] -
+                      before[('baseline', 1)]['finetune_miou'])]
+    assert again['picture'] and osp.isfile(again['picture'])
+    assert osp.isfile(osp.join(out, 'references_from_seed1.json'))
+    assert osp.isfile(osp.join(out, 'references.json'))  # seeds 0.. keep theirs
+
+
 def test_given_checkpoints_are_scored_like_the_benchmarks_own(quick_run, tmp_path):
     """--checkpoints: checkpoints written elsewhere (here: by the quick run) are probed as the
     benchmark probes its own runs, with the config mmengine stored in them."""

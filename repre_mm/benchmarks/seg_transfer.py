@@ -19,6 +19,9 @@ For a semantic-segmentation dataset in mmseg's folder layout (``img_dir/``, ``an
    (baseline - untrained), then RePre - baseline and RePre - the equal-compute baseline;
    a picture of test predictions; results.json / results.md.
 
+A variant chosen on seeds 0-2 is confirmed on fresh seeds, paired on those alone:
+``--methods baseline <variant> --first-seed 3`` (finished runs are reused).
+
 Training never reads the test split: pre-training reads img_dir/train (and img_dir/val), the
 probe is fitted on train, fine-tuning trains on train without validation.
 """
@@ -47,8 +50,8 @@ from .pretrain import (EQUAL_COMPUTE, FRAMEWORKS, METHODS, ViewSpec, dump_config
                        plan_pretraining, pretrain_config, run_name)
 from .runs import ROOT, checkpoint_of, file_key, read_json, run_jobs, stored_or_computed
 from .stats import comparison_table, fmt
-from .transfer import (UNTRAINED, all_comparisons, backbone_of, finetune_jobs, parse_checkpoints,
-                       pretrain_config_of, vit_size, write_picture_grid,
+from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, finetune_jobs,
+                       parse_checkpoints, pretrain_config_of, vit_size, write_picture_grid,
                        write_results)
 
 DOC = __doc__
@@ -72,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--methods', nargs='+', choices=METHODS,
                         help='default: baseline, repre and (MoCo v3) baseline_equal_compute')
     parser.add_argument('--seeds', type=int, default=3)
+    add_first_seed(parser)
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (1 thread each)')
     group = parser.add_argument_group('pre-training')
     group.add_argument('--epochs', type=int, default=120)
@@ -212,7 +216,7 @@ def encoders(args, data) -> tuple:
     if data['num_pretrain'] // args.batch_size < 2:
         raise SystemExit(f'{data["num_pretrain"]} pre-training images make fewer than 2 batches '
                          f'of {args.batch_size} per epoch: pass a smaller --batch-size.')
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     out = osp.join(args.out, 'pretrain')
     walls, info = plan_pretraining(
         out, args.methods, seeds, lambda m, s, iters: write_pretrain_config(args, data, m, s,
@@ -263,7 +267,7 @@ def probe_scores(args, data, runs) -> tuple:
 
     scores = {}
     for method, seeds in runs.items():
-        for seed, (config, checkpoint) in enumerate(seeds):
+        for seed, (config, checkpoint) in enumerate(seeds, start=args.first_seed):
             where = (osp.dirname(checkpoint) if not args.checkpoints else
                      osp.join(args.out, 'given', run_name(method, seed)))
             scores.setdefault(method, []).append(stored_or_computed(
@@ -274,14 +278,19 @@ def probe_scores(args, data, runs) -> tuple:
     num_seeds = max(len(s) for s in runs.values())
 
     def references():
-        untrained = [score(first_config, None, seed) for seed in range(num_seeds)]
+        untrained = [score(first_config, None, seed)
+                     for seed in range(args.first_seed, args.first_seed + num_seeds)]
         pixels = get_probe().score_pixels()
         return dict(untrained=untrained, raw_pixels=dict(
             probe_miou=pixels['miou'], probe_pixel_acc=pixels['pixel_acc'],
             probe_per_class=pixels['per_class']))
 
-    refs = stored_or_computed(osp.join(args.out, 'references.json'),
-                              dict(key(first_config, None), seeds=num_seeds), references,
+    # the references of fresh seeds sit beside those of seeds 0.., which stay valid
+    name = f'references_from_seed{args.first_seed}.json' if args.first_seed else 'references.json'
+    refs = stored_or_computed(osp.join(args.out, name),
+                              dict(key(first_config, None), seeds=num_seeds,
+                                   **({'first_seed': args.first_seed} if args.first_seed else {})),
+                              references,
                               'the references')
     scores[UNTRAINED] = refs['untrained']
     print('[probe] untrained: mIoU ' + ', '.join(f'{s["probe_miou"]:.2f}'
@@ -359,7 +368,8 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
 
 
 def finetune_scores(args, data, runs) -> tuple:
-    jobs, where = finetune_jobs(args, runs, functools.partial(finetune_config, args, data))
+    write_config = functools.partial(finetune_config, args, data)
+    jobs, where = finetune_jobs(args, runs, write_config, args.first_seed)
     walls = run_jobs(jobs, osp.join(args.out, 'finetune'), args.jobs)
     scores = {}
     for (method, seed), path in where.items():
@@ -391,7 +401,7 @@ def colourise(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 def prediction_picture(args, data, methods: List[str], path: str) -> Optional[str]:
-    """Rows: test images; columns: image, ground truth, then the fine-tuned (seed 0)
+    """Rows: test images; columns: image, ground truth, then the fine-tuned (first seed)
     prediction of each of ``methods``, in the dataset's palette."""
     import cv2
     from mmseg.apis import inference_model
@@ -400,11 +410,12 @@ def prediction_picture(args, data, methods: List[str], path: str) -> Optional[st
     palette = palette_of(info)
     models = []
     for method in methods:
-        work_dir = osp.join(args.out, 'finetune', run_name(method, 0))
+        name = run_name(method, args.first_seed)
+        work_dir = osp.join(args.out, 'finetune', name)
         checkpoint = checkpoint_of(work_dir)
         if checkpoint is None:
             return None
-        config = osp.join(args.out, 'finetune', 'configs', f'{run_name(method, 0)}.py')
+        config = osp.join(args.out, 'finetune', 'configs', f'{name}.py')
         cfg = Config.fromfile(config)
         cfg.model.backbone.init_cfg = None
         model = init_segmentor(cfg, None, device='cpu')
@@ -430,12 +441,12 @@ def prediction_picture(args, data, methods: List[str], path: str) -> Optional[st
 
 
 # --- report ----------------------------------------------------------------------------------
-def merge(runs_scores: List[Dict[str, List[dict]]]) -> List[dict]:
+def merge(runs_scores: List[Dict[str, List[dict]]], first_seed: int = 0) -> List[dict]:
     """[{method, seed, metric...}] from {method: [scores per seed]} dicts."""
     merged: Dict[tuple, dict] = {}
     for scores in runs_scores:
         for method, seeds in scores.items():
-            for seed, s in enumerate(seeds):
+            for seed, s in enumerate(seeds, start=first_seed):
                 merged.setdefault((method, seed), dict(method=method, seed=seed)).update(s)
     return list(merged.values())
 
@@ -541,7 +552,7 @@ def main(argv=None):
         picture = prediction_picture(args, data, shown,
                                      osp.join(args.out, 'predictions.png'))
     timing['total'] = time.time() - t0
-    results = merge(parts)
+    results = merge(parts, args.first_seed)
     summary = write_report(args, data, results, raw_pixels, pretrain_info, timing, picture)
     print(f'total {timing["total"]:.0f} s; {osp.join(args.out, "results.md")}; picture '
           f'{picture}')

@@ -20,6 +20,13 @@ UNTRAINED = 'untrained'  # the untrained encoder (probe) / random initialisation
 
 
 # --- the encoders ----------------------------------------------------------------------------
+def add_first_seed(parser) -> None:
+    parser.add_argument('--first-seed', type=int, default=0,
+                        help='seeds are --first-seed .. --first-seed + --seeds - 1 (the i-th '
+                        'of --checkpoints is seed --first-seed + i). Confirm a variant chosen '
+                        'on seeds 0-2 on fresh ones: --first-seed 3; finished runs are reused')
+
+
 def parse_checkpoints(parser, items: List[str]) -> Dict[str, List[str]]:
     """{method: [path per seed]} of ``--checkpoints METHOD=PATH ...``."""
     given: Dict[str, List[str]] = {}
@@ -78,11 +85,14 @@ def config_key(config: str, checkpoint: Optional[str]) -> dict:
 
 
 def finetune_jobs(args, runs: Dict[str, List[tuple]],
-                  write_config: Callable[[str, int, str, Optional[str]], str]) -> tuple:
+                  write_config: Callable[[str, int, str, Optional[str]], str],
+                  first_seed: int = 0) -> tuple:
     """A fine-tuning job per encoder and seed, and one from random weights per seed
     (``untrained``), each a tools/benchmarks/transfer.sh call that exports the backbone, trains
     with tools/train.py and writes tools/test.py's metrics to <work_dir>/metrics.json. A job
     whose metrics exist for the same config and checkpoint is reused.
+
+    The i-th run of a method is seed ``first_seed + i``.
 
     ``write_config(pretrain_config, seed, name, backbone_export or None)`` writes the derived
     config and returns its path. All configs are written here, before any job starts, so no
@@ -94,7 +104,7 @@ def finetune_jobs(args, runs: Dict[str, List[tuple]],
     jobs, where = [], {}
     untrained = [(config, None) for config, _ in runs[next(iter(runs))]]
     for method, seeds in list(runs.items()) + [(UNTRAINED, untrained)]:
-        for seed, (config, checkpoint) in enumerate(seeds):
+        for seed, (config, checkpoint) in enumerate(seeds, start=first_seed):
             name = run_name(method, seed)
             work_dir = osp.join(args.out, 'finetune', name)
             metrics = osp.join(work_dir, 'metrics.json')
