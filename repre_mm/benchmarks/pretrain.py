@@ -194,12 +194,13 @@ def run_name(method: str, seed: int) -> str:
 def pretrain_jobs(out: str, runs, write_config, total_iters=None) -> list:
     """Jobs that pre-train ``runs``: (method, seed, iters) with iters None (the configured
     epochs), a number, or a function called when the run starts (the equal-compute length,
-    known once the runs it is timed against have finished).
+    known once the runs it is timed against have finished: such a run waits for every baseline
+    and RePre run of ``runs`` listed before it).
 
     ``write_config(method, seed, iters) -> config path`` writes the run's config. A run whose
     checkpoint exists and whose config text is unchanged is reused."""
     from .runs import Job, checkpoint_of
-    jobs = []
+    jobs, timed = [], []
     for method, seed, iters in runs:
         name = run_name(method, seed)
         work_dir = osp.join(out, name)
@@ -218,7 +219,10 @@ def pretrain_jobs(out: str, runs, write_config, total_iters=None) -> list:
                 return None
             return total_iters(iters() if callable(iters) else iters)
 
-        jobs.append(Job(name, work_dir, prepare, total))
+        jobs.append(Job(name, work_dir, prepare, total,
+                        after=list(timed) if callable(iters) else ()))
+        if method in ('baseline', 'repre') and not callable(iters):
+            timed.append(name)
     return jobs
 
 
@@ -238,19 +242,31 @@ def equal_compute_length(out: str, seeds) -> tuple:
                                [osp.join(out, run_name('repre', s)) for s in seeds])
 
 
+def equal_compute_schedule(out: str, seeds) -> tuple:
+    """(length, info) for the equal-compute runs of a queue: ``length()`` measures the
+    iterations once, when the first equal-compute run starts, from the baseline and RePre runs
+    of ``seeds``; ``info`` then holds them and the time ratio."""
+    info = {}
+
+    def length():
+        if not info:
+            info['iters'], info['time_ratio'] = equal_compute_length(out, seeds)
+            print(f'[train] RePre / baseline time per iteration: {info["time_ratio"]:.3f}; the '
+                  f'equal-compute baseline trains {info["iters"]} iterations')
+        return info['iters']
+
+    return length, info
+
+
 def plan_pretraining(out: str, methods, seeds, write_config, parallel: int = 2,
                      total_iters=None) -> tuple:
-    """Trains ``methods`` x ``seeds``; the equal-compute baseline after the baseline and RePre
-    runs it is timed against. Returns (walls, equal-compute info)."""
-    first = [m for m in methods if m != EQUAL_COMPUTE]
-    walls = run_pretraining(out, [(m, s, None) for s in seeds for m in first], write_config,
-                            parallel, total_iters)
-    info = {}
-    if EQUAL_COMPUTE in methods:
-        iters, ratio = equal_compute_length(out, seeds)
-        info = dict(time_ratio=ratio, iters=iters)
-        print(f'[train] RePre / baseline time per iteration: {ratio:.3f}; the equal-compute '
-              f'baseline trains {iters} iterations')
-        walls.update(run_pretraining(out, [(EQUAL_COMPUTE, s, iters) for s in seeds],
-                                     write_config, parallel, total_iters))
-    return walls, info
+    """Trains ``methods`` x ``seeds`` in one queue: the baseline and RePre runs, the
+    equal-compute baselines, then the RePre variants. An equal-compute run starts once the
+    runs it is timed against have finished; until then the variants take the free cores.
+    Returns (walls, equal-compute info)."""
+    main = ('baseline', 'repre')
+    length, info = equal_compute_schedule(out, seeds)
+    queue = [(m, s, None) for s in seeds for m in main if m in methods]
+    queue += [(EQUAL_COMPUTE, s, length) for s in seeds if EQUAL_COMPUTE in methods]
+    queue += [(m, s, None) for s in seeds for m in methods if m not in main + (EQUAL_COMPUTE, )]
+    return run_pretraining(out, queue, write_config, parallel, total_iters), info

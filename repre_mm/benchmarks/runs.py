@@ -33,12 +33,15 @@ class Job:
         total_iters (int | Callable, optional): iterations, for the progress line.
         env (dict, optional): environment variables the command needs besides
             :func:`job_env`'s.
+        after (Sequence[str]): names of earlier jobs that must have finished before this one
+            starts; meanwhile later jobs that are ready take the free cores.
     """
     name: str
     work_dir: str
     prepare: Callable[[], Optional[List[str]]]
     total_iters: object = None
     env: Optional[Dict[str, str]] = None
+    after: Sequence[str] = ()
 
 
 def read_json(path: str, default=None):
@@ -71,17 +74,30 @@ def run_jobs(jobs: Sequence[Job], out: str, parallel: int = 2) -> Dict[str, Opti
     """Runs ``jobs``, ``parallel`` at a time. When one fails, the others are stopped (they would
     keep the cores busy for nothing) and the error names the failed job's log.
 
+    Jobs start in the order given, except that a job waits for the jobs it names in ``after``.
+
     Returns:
         {name: wall seconds} in the order of ``jobs`` (a reused job's recorded wall clock, None
         if it was not recorded).
     """
+    earlier = set()
+    for job in jobs:
+        missing = [name for name in job.after if name not in earlier]
+        if missing:
+            raise ValueError(f'job {job.name} waits for {missing}, which are not jobs listed '
+                             f'before it.')
+        earlier.add(job.name)
     queue, running, done = list(jobs), {}, {}
     start, last_report = time.time(), 0.0
     os.makedirs(out, exist_ok=True)
     try:
         while queue or running:
-            while queue and len(running) < parallel:
-                job = queue.pop(0)
+            while len(running) < parallel:
+                ready = [job for job in queue if all(name in done for name in job.after)]
+                if not ready:
+                    break
+                job = ready[0]
+                queue.remove(job)
                 cmd = job.prepare()
                 if cmd is None:
                     print(f'[run] reusing {job.name}')

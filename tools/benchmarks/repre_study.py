@@ -25,7 +25,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 
 from repre_mm.benchmarks import small_scale as ss  # noqa: E402
 from repre_mm.benchmarks.pretrain import (EQUAL_COMPUTE, VARIANTS,  # noqa: E402
-                                          equal_compute_length, run_pretraining)
+                                          equal_compute_schedule, run_pretraining)
 
 SCREEN = [m for m in VARIANTS if m != 'repre']
 MAIN = ['baseline', 'repre', EQUAL_COMPUTE]
@@ -63,21 +63,13 @@ def main():
         return ss.total_iterations(args, data, iters)
 
     print(f'[study] phase 1: {MAIN} x {len(seeds)} seeds, {args.screen} x seed 0')
-    equal = {}
-
-    def equal_compute_iters():
-        # once, when the first equal-compute run starts: every baseline / RePre run has finished
-        if not equal:
-            equal['iters'], equal['time_ratio'] = equal_compute_length(args.out, seeds)
-            print(f'[study] RePre / baseline time per iteration {equal["time_ratio"]:.3f}: the '
-                  f'equal-compute baseline trains {equal["iters"]} iterations')
-        return equal['iters']
-
-    # one queue, two runs at a time: the main runs, the screened variants, then the
-    # equal-compute baselines (timed against the finished main runs)
+    equal_compute_iters, equal = equal_compute_schedule(args.out, seeds)
+    # one queue, two runs at a time: the main runs, the equal-compute baselines (each waits for
+    # the main runs it is timed against; the screened variants take the free cores meanwhile),
+    # then the screened variants
     queue = [(m, s, None) for s in seeds for m in ('baseline', 'repre')]
-    queue += [(m, 0, None) for m in args.screen]
     queue += [(EQUAL_COMPUTE, s, equal_compute_iters) for s in seeds]
+    queue += [(m, 0, None) for m in args.screen]
     walls = run_pretraining(args.out, queue, write_config, args.jobs, total)
     extra = dict(equal)
     base_cfg = osp.join(args.out, 'configs', 'baseline_seed0.py')
