@@ -138,6 +138,80 @@ def test_jobs_are_reported_in_the_order_asked_not_the_order_they_finish(tmp_path
     assert list(walls) == ['slow', 'fast'] and walls['slow'] > walls['fast'] > 0
 
 
+def test_a_job_waits_for_those_it_names_while_later_jobs_take_the_cores(tmp_path):
+    """The equal-compute baseline waits for the runs it is timed against; a run queued after
+    it (a variant) starts on the free core meanwhile instead of leaving it idle."""
+    from repre_mm.benchmarks.runs import Job, run_jobs
+
+    def timed(name, seconds, after=()):
+        code = (f'import time; t0 = time.time(); time.sleep({seconds}); '
+                f'open({str(tmp_path / name)!r}, "w").write(f"{{t0}} {{time.time()}}")')
+        return Job(name, str(tmp_path / 'work' / name), lambda: [sys.executable, '-c', code],
+                   after=after)
+
+    run_jobs([timed('timed_against', 3), timed('equal_compute', 0, after=['timed_against']),
+              timed('variant', 0)], str(tmp_path), parallel=2)
+    start, end = {}, {}
+    for name in ('timed_against', 'equal_compute', 'variant'):
+        start[name], end[name] = map(float, (tmp_path / name).read_text().split())
+    assert start['variant'] < end['timed_against'] <= start['equal_compute']
+    with pytest.raises(ValueError, match=r"job b waits for \['c'\], which are not jobs listed "
+                       r'before it'):
+        run_jobs([timed('b', 0, after=['c']), timed('c', 0)], str(tmp_path))
+
+
+def test_equal_compute_runs_wait_for_the_runs_they_are_timed_against(tmp_path):
+    from repre_mm.benchmarks.pretrain import EQUAL_COMPUTE, pretrain_jobs
+    jobs = pretrain_jobs(str(tmp_path), [
+        ('baseline', 0, None), ('repre', 0, None), ('baseline', 1, None), ('repre', 1, None),
+        (EQUAL_COMPUTE, 0, lambda: 10), ('repre_lambda05', 0, None)], write_config=None)
+    waits = {job.name: list(job.after) for job in jobs}
+    assert waits['baseline_equal_compute_seed0'] == [
+        'baseline_seed0', 'repre_seed0', 'baseline_seed1', 'repre_seed1']
+    assert waits['repre_lambda05_seed0'] == [] and waits['repre_seed1'] == []
+
+
+@pytest.mark.parametrize('framework', ['mocov3', 'dino'])
+def test_every_variant_changes_what_it_says_and_nothing_else(framework):
+    """Each RePre variant of --methods differs from the shipped RePre config in the one setting
+    VARIANTS names (the study and seg_transfer pick them by name)."""
+    from mmengine.config import Config
+    from repre_mm.benchmarks.pretrain import VARIANTS, pretrain_config
+
+    def flat(cfg, prefix=''):  # {'model.rec_head.loss_weight': 1.0, ...}, lists as tuples
+        out = {}
+        for key, value in cfg.items():
+            if isinstance(value, dict) and value:
+                out.update(flat(value, f'{prefix}{key}.'))
+            else:
+                out[f'{prefix}{key}'] = tuple(value) if isinstance(value, list) else value
+        return out
+
+    shipped = flat(pretrain_config(framework, 'repre', 0, 2, 8).to_dict())
+    depth = pretrain_config(framework, 'repre', 0, 2, 8).model.framework.backbone.arch.num_layers
+    loss = ('model.framework.head.loss.loss_weight' if framework == 'mocov3'
+            else 'model.framework.head.loss_weight')
+    expected = dict(
+        repre_last_level={'model.levels': (depth - 1, )},
+        repre_shallow_levels={'model.levels': tuple(range(depth // 2))},
+        repre_lambda025={'model.rec_head.loss_weight': 0.25},
+        repre_lambda05={'model.rec_head.loss_weight': 0.5},
+        repre_lambda2={'model.rec_head.loss_weight': 2.0},
+        repre_norm_pix={'model.rec_head.norm_pix': True},
+        repre_wide_decoder={'model.decoder.base_width':
+                            4 * shipped.get('model.decoder.base_width', 128)},
+        repre_bilinear={'model.decoder.upsample': 'bilinear'},
+        reconstruction_only={loss: 0.0})
+    assert set(expected) == set(VARIANTS) - {'repre'}
+    for method, change in expected.items():
+        cfg = pretrain_config(framework, method, 0, 2, 8)
+        assert isinstance(cfg, Config)
+        variant = flat(cfg.to_dict())
+        differs = {k for k in set(shipped) | set(variant) if shipped.get(k) != variant.get(k)}
+        assert differs == set(change), (method, differs)
+        assert {k: variant[k] for k in change} == change, method
+
+
 def test_a_failed_job_stops_the_others(tmp_path):
     """One job fails: the benchmark stops, and the job still running is ended with it instead
     of keeping a core busy."""
