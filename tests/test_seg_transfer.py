@@ -158,7 +158,8 @@ def test_restart_reuses_every_run_and_score(quick_run):
     again, stdout = run_benchmark(out, data)
     assert '[run] started' not in stdout
     assert stdout.count('[run] reusing') == 6 + 8  # pre-training, fine-tuning
-    assert stdout.count('[eval] reusing the stored scores') == 6 + 1  # probes + references
+    # probes; references: the untrained encoder of each seed, raw pixels
+    assert stdout.count('[eval] reusing the stored scores') == 6 + 2 + 1
     assert again['results'] == summary['results']
 
 
@@ -171,6 +172,8 @@ def test_first_seed_reports_the_fresh_seeds_only(quick_run):
                                   '--methods', 'baseline', 'repre')
     assert '[run] started' not in stdout
     assert stdout.count('[run] reusing') == 2 + 3  # pre-training; fine-tuning with scratch
+    # the probes and the references (untrained seed 1, raw pixels) too: nothing is recomputed
+    assert stdout.count('[eval] reusing the stored scores') == 2 + 2
     assert {(r['method'], r['seed']) for r in again['results']} == {
         (m, 1) for m in ('baseline', 'repre', 'untrained')}
     before = {(r['method'], r['seed']): r for r in summary['results']}
@@ -181,8 +184,6 @@ def test_first_seed_reports_the_fresh_seeds_only(quick_run):
         pytest.approx(before[('repre', 1)]['finetune_miou'] -
                       before[('baseline', 1)]['finetune_miou'])]
     assert again['picture'] and osp.isfile(again['picture'])
-    assert osp.isfile(osp.join(out, 'references_from_seed1.json'))
-    assert osp.isfile(osp.join(out, 'references.json'))  # seeds 0.. keep theirs
 
 
 def test_given_checkpoints_are_scored_like_the_benchmarks_own(quick_run, tmp_path):

@@ -50,9 +50,8 @@ from .pretrain import (EQUAL_COMPUTE, FRAMEWORKS, METHODS, ViewSpec, dump_config
                        plan_pretraining, pretrain_config, run_name)
 from .runs import ROOT, checkpoint_of, file_key, read_json, run_jobs, stored_or_computed
 from .stats import comparison_table, fmt
-from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, finetune_jobs,
-                       parse_checkpoints, pretrain_config_of, vit_size, write_picture_grid,
-                       write_results)
+from .transfer import (UNTRAINED, all_comparisons, backbone_of, finetune_jobs, parse_checkpoints,
+                       pretrain_config_of, vit_size, write_picture_grid, write_results)
 
 DOC = __doc__
 METRICS = ('probe_miou', 'probe_miou_mid', 'finetune_miou')
@@ -75,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--methods', nargs='+', choices=METHODS,
                         help='default: baseline, repre and (MoCo v3) baseline_equal_compute')
     parser.add_argument('--seeds', type=int, default=3)
-    add_first_seed(parser)
+    parser.add_argument('--first-seed', type=int, default=0,
+                        help='seeds are --first-seed .. --first-seed + --seeds - 1 (the i-th '
+                        'of --checkpoints is seed --first-seed + i). Confirm a variant chosen '
+                        'on seeds 0-2 on fresh ones: --first-seed 3; finished runs are reused')
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (1 thread each)')
     group = parser.add_argument_group('pre-training')
     group.add_argument('--epochs', type=int, default=120)
@@ -275,28 +277,28 @@ def probe_scores(args, data, runs) -> tuple:
                 lambda: score(config, checkpoint), f'{method} seed {seed}'))
             print(f'[probe] {method} seed {seed}: mIoU {scores[method][-1]["probe_miou"]:.2f} '
                   f'(final), {scores[method][-1]["probe_miou_mid"]:.2f} (mid block)')
-    num_seeds = max(len(s) for s in runs.values())
+    # the references, one file each: any range of seeds (--first-seed) reuses those stored.
+    # The untrained encoder of seed s: the first method's config of seed s, before training.
+    seed_configs = {seed: config for seeds in reversed(list(runs.values()))
+                    for seed, (config, _) in enumerate(seeds, start=args.first_seed)}
+    untrained = [stored_or_computed(
+        osp.join(args.out, 'references', f'untrained_seed{seed}.json'),
+        key(config, None, seed), lambda config=config, seed=seed: score(config, None, seed),
+        f'the untrained encoder, seed {seed}') for seed, config in sorted(seed_configs.items())]
 
-    def references():
-        untrained = [score(first_config, None, seed)
-                     for seed in range(args.first_seed, args.first_seed + num_seeds)]
-        pixels = get_probe().score_pixels()
-        return dict(untrained=untrained, raw_pixels=dict(
-            probe_miou=pixels['miou'], probe_pixel_acc=pixels['pixel_acc'],
-            probe_per_class=pixels['per_class']))
+    def pixels():
+        scores = get_probe().score_pixels()
+        return dict(probe_miou=scores['miou'], probe_pixel_acc=scores['pixel_acc'],
+                    probe_per_class=scores['per_class'])
 
-    # the references of fresh seeds sit beside those of seeds 0.., which stay valid
-    name = f'references_from_seed{args.first_seed}.json' if args.first_seed else 'references.json'
-    refs = stored_or_computed(osp.join(args.out, name),
-                              dict(key(first_config, None), seeds=num_seeds,
-                                   **({'first_seed': args.first_seed} if args.first_seed else {})),
-                              references,
-                              'the references')
-    scores[UNTRAINED] = refs['untrained']
-    print('[probe] untrained: mIoU ' + ', '.join(f'{s["probe_miou"]:.2f}'
-                                                 for s in refs['untrained']) +
-          f'; raw pixels {refs["raw_pixels"]["probe_miou"]:.2f}')
-    return scores, refs['raw_pixels']
+    raw_pixels = stored_or_computed(
+        osp.join(args.out, 'references', 'raw_pixels.json'),
+        dict(version=PROBE_VERSION, data=osp.abspath(args.data), short_side=args.short_side,
+             patch=patch, mean=norm['mean'], std=norm['std']), pixels, 'raw pixels')
+    scores[UNTRAINED] = untrained
+    print('[probe] untrained: mIoU ' + ', '.join(f'{s["probe_miou"]:.2f}' for s in untrained) +
+          f'; raw pixels {raw_pixels["probe_miou"]:.2f}')
+    return scores, raw_pixels
 
 
 # --- fine-tuning through mmseg ---------------------------------------------------------------
