@@ -17,8 +17,8 @@ ROOT = osp.dirname(osp.dirname(__file__))
 BENCH = sorted(glob.glob(osp.join(ROOT, 'configs/benchmarks/**/*.py'), recursive=True))
 TINY_REPRE = osp.join(ROOT,
                       'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
-TINY_LINEAR = osp.join(ROOT,
-                       'configs/benchmarks/linear/vit-tiny-p4_1xb256-linear-coslr-30e_fashion-mnist.py')
+TINY_LINEAR = osp.join(
+    ROOT, 'configs/benchmarks/linear/vit-tiny-p4_1xb256-linear-coslr-30e_fashion-mnist.py')
 
 
 @pytest.fixture(scope='module')

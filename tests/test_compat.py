@@ -351,7 +351,7 @@ def test_last_checkpoint_pointer_is_replaced_atomically(tmp_path, monkeypatch):
 def test_a_killed_save_leaves_a_temporary_file_the_next_save_removes(tmp_path):
     import time
     path, started = str(tmp_path / 'epoch_1.pth'), str(tmp_path.parent / 'started')
-    writer = subprocess.Popen([sys.executable, '-c', textwrap.dedent('''
+    code = textwrap.dedent('''
         import os, signal, sys
         import repre_mm.compat
         from mmengine.fileio import put
@@ -359,8 +359,9 @@ def test_a_killed_save_leaves_a_temporary_file_the_next_save_removes(tmp_path):
             open(sys.argv[2], 'w').close()
             signal.pause()
         os.fsync = killed_here
-        put(b'x' * 100000, sys.argv[1])'''), path, started], cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT))
+        put(b'x' * 100000, sys.argv[1])''')
+    writer = subprocess.Popen([sys.executable, '-c', code, path, started], cwd=ROOT,
+                              env=dict(os.environ, PYTHONPATH=ROOT))
     deadline = time.time() + 120
     while not os.path.exists(started) and writer.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -407,8 +408,8 @@ def test_the_oldest_checkpoint_is_removed_only_after_the_new_one_is_written(tmp_
     assert hasattr(type(hook.file_backend), 'remove') and 'remove' not in vars(hook.file_backend)
 
 
-def test_editable_scope_patch_applies_only_where_mmengine_misses_the_configs(tmp_path, unapplied,
-                                                                          monkeypatch):
+def test_editable_scope_patch_applies_only_where_mmengine_misses_the_configs(
+        tmp_path, unapplied, monkeypatch):
     """``repre_mm::`` under ``pip install -e``: mmengine looks beside the .dist-info and finds no
     .mim folder; the patch then resolves the scope to the imported package. Where mmengine
     finds .mim (a wheel install), nothing is patched."""

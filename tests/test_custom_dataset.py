@@ -12,7 +12,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 ROOT = osp.dirname(osp.dirname(__file__))
-TEMPLATE = osp.join(ROOT, 'configs/custom/repre_mocov3_vit-small-p16_1xb64-coslr-100e_image-folder.py')
+TEMPLATE = osp.join(
+    ROOT, 'configs/custom/repre_mocov3_vit-small-p16_1xb64-coslr-100e_image-folder.py')
 
 
 def write_folder(root, splits=('train', 'val'), per_class=4, size=48):

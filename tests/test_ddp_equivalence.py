@@ -6,7 +6,6 @@ batch statistics are per rank by design (SyncBN is what makes them global on GPU
 """
 import os
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -75,5 +74,3 @@ def test_two_processes_of_batch_b_equal_one_of_batch_2b(tmp_path):
     (half['loss'] + half['loss_rec']).backward()
     assert not all(torch.allclose(p.grad, single[n], rtol=1e-4, atol=1e-6)
                    for n, p in model.named_parameters() if p.grad is not None)
-
-

@@ -1,4 +1,5 @@
-"""The dense probe: mosaics, scores, and that it tells an encoder that sees from one that doesn't."""
+"""The dense probe: mosaics, scores, and that it tells an encoder that sees from one that
+doesn't."""
 import json
 import os
 import os.path as osp

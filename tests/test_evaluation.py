@@ -98,7 +98,8 @@ def test_shipped_subset_is_real_fashion_mnist(tmp_path):
 def test_knn_hook_logs_during_pretraining(tmp_path):
     from helpers import shrink_pretrain_cfg
     images = write_images(str(tmp_path / 'img'), num=6, size=28, with_classes=True)
-    path = osp.join(ROOT, 'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
+    path = osp.join(ROOT,
+                    'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py')
     raw = Config.fromfile(path)
     [hook] = [h for h in raw.custom_hooks if h.type == 'KNNEvaluationHook']
     cfg = shrink_pretrain_cfg(raw, images, str(tmp_path / 'work'), img=28)

@@ -232,7 +232,8 @@ def _ddp_worker(rank, port, images, work_dir):
     except FloatingPointError as e:
         error = str(e)
     before = _hook(runner, '_RecordState').before
-    torch.save(dict(error=error, iter=runner.iter, skipped=_hook(runner, 'NonFiniteLossHook').skipped,
+    torch.save(dict(error=error, iter=runner.iter,
+                    skipped=_hook(runner, 'NonFiniteLossHook').skipped,
                     hook_all_reduces=len(calls),
                     changed_by_skip=_changed(before[1], before[2]),
                     changed_by_step=_changed(before[2], before[3]),

@@ -213,7 +213,7 @@ def test_hook_sends_reconstructions_to_the_visualizer(tmp_path):
 
 def test_hook_refuses_a_model_without_decoder_before_training(tmp_path):
     runner = _runner(tmp_path, CONFIGS['mocov3'],
-                        [dict(type='ReconstructionVisualizationHook')], epochs=1)
+                     [dict(type='ReconstructionVisualizationHook')], epochs=1)
     with pytest.raises(TypeError, match='has no decoder: ReconstructionVisualizationHook needs'):
         runner.train()
     assert runner.iter == 0  # stopped before the first step

@@ -1,8 +1,9 @@
 """Build a pre-training model from its config and read features of any images.
 
     from repre_mm.apis import extract_features
-    feats = extract_features('configs/repre/repre_mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py',
-                             'work_dirs/.../epoch_300.pth', ['a.jpg', 'b.png'], device='cuda')
+    config = 'configs/repre/repre_mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py'
+    feats = extract_features(config, 'work_dirs/.../epoch_300.pth', ['a.jpg', 'b.png'],
+                             device='cuda')
     feats['cls']           # N x C   CLS token after the final norm (the k-NN / linear feature)
     feats['patch_mean']    # N x C   mean patch token after the final norm
     feats['patch']         # N x C x h x w   patch tokens after the final norm

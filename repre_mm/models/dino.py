@@ -185,4 +185,3 @@ class DINOTeacherTempHook(Hook):
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         model.head.teacher_temp = self.temperature(runner.epoch)
         model.neck.freeze_last_layer = runner.epoch < self.freeze_last_layer_epochs
-

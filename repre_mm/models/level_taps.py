@@ -29,7 +29,8 @@ class EncoderCall:
 
 def _normalise_levels(levels: Sequence[int], depth: int, what: str) -> Tuple[int, ...]:
     if isinstance(levels, int) or len(levels) == 0:
-        raise ValueError(f'`levels` must be a non-empty sequence of {what} indices, got {levels!r}.')
+        raise ValueError(f'`levels` must be a non-empty sequence of {what} indices, '
+                         f'got {levels!r}.')
     out = []
     for index in levels:
         if not isinstance(index, int) or not -depth <= index < depth:
@@ -39,8 +40,8 @@ def _normalise_levels(levels: Sequence[int], depth: int, what: str) -> Tuple[int
                 f'e.g. levels=(2, 5, 8, 11) for 12 blocks.')
         out.append(index % depth)
     if any(b <= a for a, b in zip(out, out[1:])):
-        raise ValueError(f'`levels` must be distinct and ordered shallow to deep, got {tuple(levels)} '
-                         f'(normalised: {tuple(out)}).')
+        raise ValueError(f'`levels` must be distinct and ordered shallow to deep, '
+                         f'got {tuple(levels)} (normalised: {tuple(out)}).')
     return tuple(out)
 
 

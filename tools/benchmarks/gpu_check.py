@@ -27,7 +27,6 @@ import math
 import os
 import os.path as osp
 import platform
-import re
 import statistics
 import subprocess
 import sys

@@ -12,8 +12,9 @@ interleaved A B C A B C ..., so that drift of a shared machine hits all three; m
 compared. With ``--pair dino`` each step sees DINO's multi-crop views (2 global crops at
 ``--img-size``, ``--local-crops`` local ones at 96/224 of it) and RePre reconstructs the global
 crops only, as in its DINO configs; ``decoder_flops_share`` (decoder FLOPs over the student
-encoder's, per step) is then the bound the time ratio should stay near. Peak memory of a step: on GPU ``torch.cuda.max_memory_allocated``; on CPU the growth of
-the process's peak RSS over its size after building, measured in a fresh process per model.
+encoder's, per step) is then the bound the time ratio should stay near. Peak memory of a step:
+on GPU ``torch.cuda.max_memory_allocated``; on CPU the growth of the process's peak RSS over
+its size after building, measured in a fresh process per model.
 Prints one JSON line.
 """
 import argparse

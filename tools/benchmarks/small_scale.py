@@ -14,7 +14,7 @@ trains the baseline for as many more iterations as RePre's measured extra time b
 
     python tools/benchmarks/small_scale.py                 # default (3 seeds, ~30 min, 2 cores)
     python tools/benchmarks/small_scale.py --quick         # < 3 min, for tests
-    python tools/benchmarks/small_scale.py --data PATH     # any ImageFolder PATH/{train,test}/<class>/*
+    python tools/benchmarks/small_scale.py --data PATH     # PATH/{train,test}/<class>/*
 
 The benchmark lives in repre_mm/benchmarks/small_scale.py (on the shared core of
 repre_mm/benchmarks/: runs, statistics, data adaptation). The mosaic dense probe's scores are

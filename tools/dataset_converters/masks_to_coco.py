@@ -138,9 +138,9 @@ def main(argv=None):
     start = time.perf_counter()
     check_out(args.out, (args.images, args.masks), args.overwrite, coco_from_masks.DESCRIPTION)
     coco = coco_from_masks.masks_to_coco(args.images, args.masks, args.classes, mode=args.mode,
-                                 min_area=args.min_area, whole=args.whole,
-                                 max_instances=args.max_instances, rle=args.rle,
-                                 image_root=args.image_root)
+                                         min_area=args.min_area, whole=args.whole,
+                                         max_instances=args.max_instances, rle=args.rle,
+                                         image_root=args.image_root)
     write_json(coco, args.out)
     converted = time.perf_counter() - start
     start = time.perf_counter()

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(__file__), '..', '..'))
 from repre_mm.datasets.fashion_mnist import (CLASSES, DEBIAN_DIR,  # noqa: E402
-                                            load_fashion_mnist, write_image_folder)
+                                             load_fashion_mnist, write_image_folder)
 
 
 def parse_args():
