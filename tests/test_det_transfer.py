@@ -209,6 +209,29 @@ def test_restart_reuses_every_run(quick_run):
     assert again['zero_iterations']['box_ap50'] == summary['zero_iterations']['box_ap50']
 
 
+def test_first_seed_reports_the_fresh_seeds_only(quick_run):
+    """--first-seed: a variant chosen on some seeds is confirmed on the others, and the report
+    pairs those alone. Here seed 1 of the quick run: its fine-tunings are reused; only the
+    "0 iterations" reference of seed 1 is new."""
+    data, pretrained, out, summary, _ = quick_run
+    again, stdout = run_benchmark(out, data, '--pretrained', pretrained, '--first-seed', '1',
+                                  '--seeds', '1', '--methods', 'baseline', 'repre')
+    assert stdout.count('[run] started') == 1 and '[run] started baseline_seed1_0_iters' in stdout
+    assert stdout.count('[run] reusing') == 2 + 1  # baseline, repre; from scratch
+    assert {(r['method'], r['seed']) for r in again['results']} == {
+        (m, 1) for m in ('baseline', 'repre', 'untrained')}
+    before = {(r['method'], r['seed']): r for r in summary['results']}
+    for r in again['results']:
+        assert all(r[key] == before[(r['method'], 1)][key] for key in METRICS), r
+    assert again['zero_iterations']['seed'] == 1
+    assert again['paired']['repre - baseline']['box_ap']['per_seed'] == [
+        pytest.approx(before[('repre', 1)]['box_ap'] - before[('baseline', 1)]['box_ap'])]
+    report = open(osp.join(out, 'results.md')).read()
+    assert '| baseline, 0 iterations (seed 1) | 1 |' in report
+    assert 'the same seed-1 model before fine-tuning' in report
+    assert again['picture'] and osp.isfile(again['picture'])
+
+
 def test_given_checkpoints_are_the_same_encoders(quick_run, tmp_path):
     """--checkpoints: the config mmengine stored in each checkpoint gives the backbone that
     --pretrained reads from the folder's configs."""

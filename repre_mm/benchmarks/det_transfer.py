@@ -12,11 +12,14 @@ images under ``ROOT/images/`` or at the JSONs' ``file_name`` paths relative to R
    strict loading, tools/train.py, tools/test.py); box and mask AP (AP, AP50, AP75) from mmdet's
    CocoMetric on the test split, at the config's own score threshold;
 3. references: the same fine-tuning from random weights (``untrained``, paired by seed), and
-   the baseline's seed-0 model before any fine-tuning (pre-trained backbone, initial heads:
-   "0 iterations"), tested by tools/test.py;
+   the baseline's first-seed model before any fine-tuning (pre-trained backbone, initial
+   heads: "0 iterations"), tested by tools/test.py;
 4. paired differences per seed with 95 % intervals and verdicts: first the positive control
    (baseline - untrained), then RePre - baseline and RePre - the equal-compute baseline; a
    picture of test predictions; results.json / results.md.
+
+A variant chosen on seeds 0-2 is confirmed on fresh seeds, paired on those alone:
+``--methods baseline <variant> --first-seed 3`` (finished runs are reused).
 
 Training never reads the test split: fine-tuning trains on instances_train.json without
 validation; instances_test.json is read by tools/test.py only.
@@ -40,8 +43,8 @@ from ..utils.logging import quiet_mmengine
 from .pretrain import EQUAL_COMPUTE, dump_config, run_name
 from .runs import ROOT, Job, checkpoint_of, read_json, run_jobs, tool, write_json
 from .stats import comparison_table, fmt
-from .transfer import (UNTRAINED, all_comparisons, backbone_of, config_key, finetune_jobs,
-                       parse_checkpoints, pretrain_config_of, vit_size,
+from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, config_key,
+                       finetune_jobs, parse_checkpoints, pretrain_config_of, vit_size,
                        write_picture_grid, write_results)
 
 DOC = __doc__
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--quick', action='store_true', help='tiny run for tests (< 3 min)')
     parser.add_argument('--seeds', type=int, default=3,
                         help='seeds of --pretrained runs (fine-tuning seed = pre-training seed)')
+    add_first_seed(parser)
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (1 thread each)')
     group = parser.add_argument_group('the encoders (one of --pretrained, --checkpoints)')
     group.add_argument('--pretrained', metavar='DIR',
@@ -226,7 +230,7 @@ def encoders(args) -> Dict[str, List[tuple]]:
         args.methods = list(DEFAULT_METHODS)
     runs, missing = {}, []
     for method in args.methods:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             name = run_name(method, seed)
             config = osp.join(root, 'configs', f'{name}.py')
             checkpoint = checkpoint_of(osp.join(root, name))
@@ -337,15 +341,15 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
 
 
 def zero_iterations_job(args, runs) -> tuple:
-    """The "0 iterations" reference: the baseline's seed-0 fine-tuning config with the weights
-    fine-tuning starts from (the pre-trained backbone loaded strictly, the heads at their
+    """The "0 iterations" reference: the baseline's first-seed fine-tuning config with the
+    weights fine-tuning starts from (the pre-trained backbone loaded strictly, the heads at their
     initial weights), tested by tools/test.py without training. Returns (job, method,
     metrics path)."""
     method = 'baseline' if 'baseline' in runs else next(iter(runs))
-    pretrain_checkpoint = runs[method][0][1]
-    name = f'{run_name(method, 0)}_{ZERO_ITERS}'
+    pretrain_checkpoint, seed = runs[method][0][1], args.first_seed
+    name = f'{run_name(method, seed)}_{ZERO_ITERS}'
     work_dir = osp.join(args.out, 'finetune', name)
-    config = osp.join(args.out, 'finetune', 'configs', f'{run_name(method, 0)}.py')
+    config = osp.join(args.out, 'finetune', 'configs', f'{run_name(method, seed)}.py')
     metrics = osp.join(work_dir, 'metrics.json')
 
     def prepare():
@@ -356,7 +360,7 @@ def zero_iterations_job(args, runs) -> tuple:
             return None
         if osp.exists(metrics):
             os.remove(metrics)
-        initial_weights(config, pretrain_checkpoint, 0, checkpoint)
+        initial_weights(config, pretrain_checkpoint, seed, checkpoint)
         write_json(key_file, key)
         return tool('test.py') + [config, checkpoint, '--work-dir', osp.join(work_dir, 'test'),
                                   '--out', metrics, '--out-item', 'metrics']
@@ -405,11 +409,12 @@ def detection_scores(metrics: dict) -> dict:
 
 def finetune_scores(args, data, runs) -> tuple:
     """({method: [scores per seed]}, the "0 iterations" scores)."""
-    jobs, where = finetune_jobs(args, runs, functools.partial(finetune_config, args, data))
+    jobs, where = finetune_jobs(args, runs, functools.partial(finetune_config, args, data),
+                                args.first_seed)
     zero_job, zero_method, zero_metrics = zero_iterations_job(args, runs)
     walls = run_jobs(jobs + [zero_job], osp.join(args.out, 'finetune'), args.jobs)
     scores = {}
-    for (method, seed), path in list(where.items()) + [((ZERO_ITERS, 0), zero_metrics)]:
+    for (method, seed), path in list(where.items()) + [((ZERO_ITERS, None), zero_metrics)]:
         metrics = read_json(path)
         if metrics is None:
             raise RuntimeError(f'{path} is missing: the run of {method} seed {seed} wrote no '
@@ -418,7 +423,8 @@ def finetune_scores(args, data, runs) -> tuple:
             continue
         scores.setdefault(method, []).append(dict(detection_scores(metrics),
                                                   finetune_wall_s=walls[run_name(method, seed)]))
-    zero = dict(detection_scores(read_json(zero_metrics)), method=zero_method, seed=0,
+    zero = dict(detection_scores(read_json(zero_metrics)), method=zero_method,
+                seed=args.first_seed,
                 test_wall_s=walls[zero_job.name])
     return scores, zero
 
@@ -449,8 +455,8 @@ def draw_instances(image: np.ndarray, masks: np.ndarray, boxes: np.ndarray, colo
 
 
 def prediction_picture(args, data, methods: List[str], path: str) -> Optional[str]:
-    """Rows: test images; columns: image, ground truth, then the fine-tuned (seed 0) masks and
-    boxes of each of ``methods``: the best ``MAX_DRAWN`` detections with score >=
+    """Rows: test images; columns: image, ground truth, then the fine-tuned (first seed) masks
+    and boxes of each of ``methods``: the best ``MAX_DRAWN`` detections with score >=
     ``--picture-score``."""
     import cv2
     from mmdet.registry import DATASETS
@@ -459,7 +465,7 @@ def prediction_picture(args, data, methods: List[str], path: str) -> Optional[st
     from pycocotools.coco import COCO
     models = []
     for method in methods:
-        name = run_name(method, 0)
+        name = run_name(method, args.first_seed)
         checkpoint = checkpoint_of(osp.join(args.out, 'finetune', name))
         if checkpoint is None:
             return None
@@ -467,7 +473,7 @@ def prediction_picture(args, data, methods: List[str], path: str) -> Optional[st
         load_strict(model, load_weights(checkpoint), source=checkpoint)
         models.append(model.eval())
     cfg = Config.fromfile(osp.join(args.out, 'finetune', 'configs',
-                                   f'{run_name(methods[0], 0)}.py'))
+                                   f'{run_name(methods[0], args.first_seed)}.py'))
     with DefaultScope.overwrite_default_scope('mmdet'):
         dataset = DATASETS.build(cfg.test_dataloader.dataset)
     coco = COCO(data['ann_files']['test'])
@@ -492,18 +498,19 @@ def prediction_picture(args, data, methods: List[str], path: str) -> Optional[st
             cells.append(draw_instances(image, pred.masks.numpy().astype(bool),
                                         pred.bboxes.numpy(), PREDICTION_COLOUR, height, labels))
         rows.append(cells)
-    titles = ['image', 'ground truth'] + [f'{m} (seed 0), score >= {args.picture_score:g}'
-                                          for m in methods]
+    titles = ['image', 'ground truth'] + [
+        f'{m} (seed {args.first_seed}), score >= {args.picture_score:g}' for m in methods]
     return write_picture_grid(rows, titles, path, font_scale=0.45)
 
 
 # --- report ----------------------------------------------------------------------------------
-def merge(scores: Dict[str, List[dict]], pretrain_iters: Dict[str, List[Optional[int]]]
-          ) -> List[dict]:
-    """[{method, seed, metric...}] from {method: [scores per seed]}."""
-    return [dict(method=method, seed=seed, **s,
-                 pretrain_iters=pretrain_iters.get(method, [None] * (seed + 1))[seed])
-            for method, seeds in scores.items() for seed, s in enumerate(seeds)]
+def merge(scores: Dict[str, List[dict]], pretrain_iters: Dict[str, List[Optional[int]]],
+          first_seed: int = 0) -> List[dict]:
+    """[{method, seed, metric...}] from {method: [scores per seed]}, the i-th seed
+    ``first_seed + i``."""
+    return [dict(method=method, seed=first_seed + i, **s,
+                 pretrain_iters=pretrain_iters.get(method, [None] * (i + 1))[i])
+            for method, seeds in scores.items() for i, s in enumerate(seeds)]
 
 
 def results_table(results: List[dict], zero: dict) -> List[str]:
@@ -516,7 +523,7 @@ def results_table(results: List[dict], zero: dict) -> List[str]:
         label = 'untrained (random initialisation)' if method == UNTRAINED else method
         lines.append(f'| {label} | {len(runs)} | ' +
                      ' | '.join(fmt([r[m] for r in runs]) for m in METRICS) + ' |')
-    lines.append(f'| {zero["method"]}, 0 iterations (seed 0) | 1 | ' +
+    lines.append(f'| {zero["method"]}, 0 iterations (seed {zero["seed"]}) | 1 | ' +
                  ' | '.join(f'{zero[m]:.2f}' for m in METRICS) + ' |')
     return lines
 
@@ -524,10 +531,12 @@ def results_table(results: List[dict], zero: dict) -> List[str]:
 def trained_vs_untrained_heads(results: List[dict], zero: dict) -> str:
     """The issue's sanity line: the fine-tuned model against itself before fine-tuning."""
     runs = [r for r in results if r['method'] == zero['method']]
-    seed0 = next(r for r in runs if r['seed'] == 0)
+    seed = zero['seed']
+    same = next(r for r in runs if r['seed'] == seed)
     return (f'{zero["method"]} box AP50 after fine-tuning: {fmt([r["box_ap50"] for r in runs])} '
-            f'(seed 0: {seed0["box_ap50"]:.2f}); the same seed-0 model before fine-tuning '
-            f'(0 iterations: pre-trained backbone, initial heads): {zero["box_ap50"]:.2f}'
+            f'(seed {seed}: {same["box_ap50"]:.2f}); the same seed-{seed} model before '
+            f'fine-tuning (0 iterations: pre-trained backbone, initial heads): '
+            f'{zero["box_ap50"]:.2f}'
             + (' (no detection above the score threshold)' if zero['no_detections'] else '')
             + '.')
 
@@ -593,7 +602,7 @@ def main(argv=None):
     picture = prediction_picture(args, data, shown, osp.join(args.out, 'predictions.png'))
     timing['picture'] = time.time() - t2
     timing['total'] = time.time() - t0
-    results = merge(scores, pretrain_iters)
+    results = merge(scores, pretrain_iters, args.first_seed)
     summary = write_report(args, data, runs, results, zero, timing, picture)
     print(f'total {timing["total"]:.0f} s; {osp.join(args.out, "results.md")}; picture '
           f'{picture}')

@@ -50,8 +50,9 @@ from .pretrain import (EQUAL_COMPUTE, FRAMEWORKS, METHODS, ViewSpec, dump_config
                        plan_pretraining, pretrain_config, run_name)
 from .runs import ROOT, checkpoint_of, file_key, read_json, run_jobs, stored_or_computed
 from .stats import comparison_table, fmt
-from .transfer import (UNTRAINED, all_comparisons, backbone_of, finetune_jobs, parse_checkpoints,
-                       pretrain_config_of, vit_size, write_picture_grid, write_results)
+from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, finetune_jobs,
+                       parse_checkpoints, pretrain_config_of, vit_size, write_picture_grid,
+                       write_results)
 
 DOC = __doc__
 METRICS = ('probe_miou', 'probe_miou_mid', 'finetune_miou')
@@ -74,10 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--methods', nargs='+', choices=METHODS,
                         help='default: baseline, repre and (MoCo v3) baseline_equal_compute')
     parser.add_argument('--seeds', type=int, default=3)
-    parser.add_argument('--first-seed', type=int, default=0,
-                        help='seeds are --first-seed .. --first-seed + --seeds - 1 (the i-th '
-                        'of --checkpoints is seed --first-seed + i). Confirm a variant chosen '
-                        'on seeds 0-2 on fresh ones: --first-seed 3; finished runs are reused')
+    add_first_seed(parser)
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (1 thread each)')
     group = parser.add_argument_group('pre-training')
     group.add_argument('--epochs', type=int, default=120)

@@ -20,6 +20,15 @@ UNTRAINED = 'untrained'  # the untrained encoder (probe) / random initialisation
 
 
 # --- the encoders ----------------------------------------------------------------------------
+def add_first_seed(parser) -> None:
+    """--first-seed: confirm a variant chosen on seeds 0-2 on fresh seeds, the report pairing
+    those alone."""
+    parser.add_argument('--first-seed', type=int, default=0,
+                        help='seeds are --first-seed .. --first-seed + --seeds - 1 (the i-th '
+                        'of --checkpoints is seed --first-seed + i). Confirm a variant chosen '
+                        'on seeds 0-2 on fresh ones: --first-seed 3; finished runs are reused')
+
+
 def parse_checkpoints(parser, items: List[str]) -> Dict[str, List[str]]:
     """{method: [path per seed]} of ``--checkpoints METHOD=PATH ...``."""
     given: Dict[str, List[str]] = {}
