@@ -1,6 +1,6 @@
 """repre_mm.utils.atomic_file: a writer holds a lock on its temporary file for the file's whole
-life, and a clean-up removes only the temporary files whose lock it can take (dead writers').
-(Its use for mmengine's checkpoints: tests/test_compat.py.)"""
+life, and a clean-up removes only the temporary files of its destination whose lock it can take
+(dead writers'). (Its use for checkpoints: tests/test_atomic_checkpoint_hook.py.)"""
 import os
 import signal
 import socket
@@ -61,10 +61,11 @@ def test_a_live_writers_temporary_file_survives_the_next_writers_clean_up(tmp_pa
     try:
         [live] = _partial_files(tmp_path)
         assert live.startswith('.epoch_1.pth.partial-') and _locked(tmp_path / live)
-        # the next writer into the folder (here, in this process) leaves it alone
+        # the next writer into the folder (here, in this process) leaves it alone, and so
+        # does a clean-up of that very destination
         with AtomicFile(tmp_path / 'epoch_2.pth', 'wb') as f:
             f.write(b'checkpoint 2')
-        assert remove_stale_partial_files(str(tmp_path)) == []
+        assert remove_stale_partial_files(str(tmp_path / 'epoch_1.pth')) == []
         assert _partial_files(tmp_path) == [live]
         assert (tmp_path / live).read_bytes() == b'half of a checkpoint'
         writer.stdin.close()  # the live writer then commits its file
@@ -83,27 +84,33 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_writer(tmp_path)
     writer.wait()
     [stale] = _partial_files(tmp_path)
     assert not _locked(tmp_path / stale)
-    with AtomicFile(tmp_path / 'epoch_2.pth', 'wb') as f:
+    with AtomicFile(tmp_path / 'epoch_2.pth', 'wb') as f:  # another destination: not touched
         f.write(b'checkpoint 2')
-    assert os.listdir(tmp_path) == ['epoch_2.pth']
+    assert _partial_files(tmp_path) == [stale]
+    with AtomicFile(tmp_path / 'epoch_1.pth', 'wb') as f:  # the same one (a resumed run)
+        f.write(b'checkpoint 1')
+    assert sorted(os.listdir(tmp_path)) == ['epoch_1.pth', 'epoch_2.pth']
 
 
 def test_a_dead_writers_leftover_is_removed_whatever_pid_or_host_its_name_carries(tmp_path):
     """No pid or host judgement: an unlocked temporary file is a dead writer's, even when its
     name carries a live pid (pids are reused: a new container, a reboot) or another host (a
-    shared file system). Uses mmengine's put as repre_mm patches it."""
-    from mmengine.fileio import put
+    shared file system). Only the temporary files of the destination written are removed."""
+    from repre_mm.utils.atomic_file import AtomicFile
     host = socket.gethostname()
     leftovers = [f'.epoch_1.pth.partial-{host}-{os.getpid()}-abcd1234',  # this live process
                  f'.epoch_1.pth.partial-{host}-1-efgh5678',  # pid 1: alive
                  '.epoch_1.pth.partial-another-host-4242-ijkl9012',
                  '.epoch_1.pth.partial-mnop3456']
-    others = ['.hidden', 'epoch_0.pth', '.notes.partial']  # not temporary files: they stay
+    # not temporary files, or another destination's: they stay
+    others = ['.hidden', 'epoch_0.pth', '.notes.partial', '.epoch_2.pth.partial-abcd1234',
+              '.epoch_1.pth.partial-', 'epoch_1.pth.partial-abcd1234']
     for name in leftovers + others:
         (tmp_path / name).write_bytes(b'left over')
     (tmp_path / '.dir.partial-qrst').mkdir()  # nor are folders or links
     os.symlink(tmp_path / 'epoch_0.pth', tmp_path / '.link.partial-uvwx')
-    put(b'complete', str(tmp_path / 'epoch_1.pth'))
+    with AtomicFile(tmp_path / 'epoch_1.pth', 'wb') as f:
+        f.write(b'complete')
     assert sorted(os.listdir(tmp_path)) == sorted(
         others + ['epoch_1.pth', '.dir.partial-qrst', '.link.partial-uvwx'])
     assert (tmp_path / 'epoch_1.pth').read_bytes() == b'complete'
@@ -145,7 +152,7 @@ def test_a_writer_whose_new_file_a_clean_up_removed_before_its_lock_starts_again
         fd, path = real_mkstemp(**kwargs)
         created.append(path)
         if len(created) == 1:
-            assert atomic_file.remove_stale_partial_files(str(tmp_path)) == [
+            assert atomic_file.remove_stale_partial_files(str(tmp_path / 'epoch_1.pth')) == [
                 os.path.basename(path)]
         return fd, path
 
@@ -172,3 +179,42 @@ def test_without_file_locks_writes_stay_atomic_and_nothing_is_removed(tmp_path, 
         f.write(b'whole')
     assert sorted(os.listdir(tmp_path)) == ['.epoch_1.pth.partial-abcd1234', 'epoch_1.pth']
     assert (tmp_path / 'epoch_1.pth').read_bytes() == b'whole'
+
+
+def test_the_clean_up_works_where_flock_is_a_posix_lock(tmp_path, monkeypatch):
+    """On NFS, flock is emulated with POSIX locks (fcntl.lockf), and an exclusive POSIX lock
+    needs a file open for writing: a clean-up that opens leftovers read-only removes nothing
+    there. Here flock behaves so (EBADF on a read-only descriptor)."""
+    import errno
+    import fcntl
+
+    from repre_mm.utils import atomic_file
+    real_flock = fcntl.flock
+
+    def nfs_flock(fd, operation):
+        if operation & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == \
+                os.O_RDONLY:
+            raise OSError(errno.EBADF, 'Bad file descriptor')
+        return real_flock(fd, operation)
+
+    (tmp_path / '.epoch_1.pth.partial-abcd1234').write_bytes(b'a killed save')
+    monkeypatch.setattr(atomic_file.fcntl, 'flock', nfs_flock)
+    with atomic_file.AtomicFile(tmp_path / 'epoch_1.pth', 'wb') as f:
+        f.write(b'whole')
+    assert os.listdir(tmp_path) == ['epoch_1.pth']
+
+
+def test_a_failed_open_closes_the_descriptor_once_and_raises_its_own_error(tmp_path, monkeypatch):
+    """os.fdopen failing (here: an unknown encoding) must surface as itself: a second close of
+    the descriptor would raise EBADF instead, or close a descriptor another thread just got."""
+    from repre_mm.utils import atomic_file
+    closed, real_close = [], os.close
+    monkeypatch.setattr(os, 'close', lambda fd: closed.append(fd) or real_close(fd))
+    with pytest.raises(LookupError, match='no-such-encoding'):
+        atomic_file.AtomicFile(tmp_path / 'dump.json', 'w', encoding='no-such-encoding')
+    assert len(closed) == len(set(closed)) == 1
+    assert os.listdir(tmp_path) == []
+    closed.clear()
+    with atomic_file.AtomicFile(tmp_path / 'a.json', 'w') as f:  # one close on commit too
+        f.write('{}')
+    assert len(closed) == 1  # the temporary file's descriptor (not durable: no folder fsync)

@@ -1,8 +1,9 @@
 """Each patch of repre_mm.compat, shown failing without the patch and working with it, and each
-conditional patch shown doing nothing where the library is already right."""
+patch shown doing nothing where the library is already right. A test that needs a patch to be
+applied skips, naming why, where the running environment does not have its failure (a CUDA
+machine, numpy 1, a fixed library): tests/test_guest.py runs this file so on this machine."""
 import io
 import os
-import stat
 import subprocess
 import sys
 import textwrap
@@ -20,6 +21,13 @@ def _python(code, **env):
     return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT, **env), capture_output=True,
                           text=True, timeout=120)
+
+
+def _replaced(key):
+    """What a patch replaced; skips where that patch did not apply here."""
+    if key not in compat.ORIGINALS:
+        pytest.skip(f'{key} is not patched here: its failure does not exist in this environment')
+    return compat.ORIGINALS[key]
 
 
 @pytest.fixture
@@ -96,7 +104,7 @@ def test_pytorch_launcher_without_cuda_only_with_the_patch():
 def test_cpu_distributed_patch_does_nothing_where_cuda_is_available(unapplied, monkeypatch):
     import mmengine.dist.utils as dist_utils
     from mmengine.config import Config
-    original = unapplied.ORIGINALS['_init_dist_pytorch']
+    original = unapplied.ORIGINALS.get('_init_dist_pytorch', dist_utils._init_dist_pytorch)
     monkeypatch.setattr(dist_utils, '_init_dist_pytorch', original)  # mmengine's own
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     assert not compat.patch_cpu_distributed_init()
@@ -114,7 +122,7 @@ def test_cpu_distributed_patch_does_nothing_where_cuda_is_available(unapplied, m
 @pytest.mark.parametrize('backend', ['cv2', 'pillow'])
 def test_adjust_hue_under_numpy2(backend):
     import mmcv
-    original = compat.ORIGINALS['adjust_hue']
+    original = _replaced('adjust_hue')
     img = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
     with pytest.raises(OverflowError):
         original(img, -0.1, backend=backend)
@@ -130,19 +138,36 @@ def test_adjust_hue_under_numpy2(backend):
     assert abs(shift - (256 - 25)) <= 3
 
 
-def test_adjust_hue_patch_does_nothing_under_numpy1(unapplied, monkeypatch):
+def test_adjust_hue_patch_applies_only_where_mmcv_fails(unapplied, monkeypatch):
     import mmcv
     import mmcv.image
     import mmcv.image.photometric
-    from repre_mm.compat.mmcv import _adjust_hue
-    modules, original = (mmcv, mmcv.image, mmcv.image.photometric), \
-        unapplied.ORIGINALS['adjust_hue']
-    for module in modules:  # mmcv's own function
-        monkeypatch.setattr(module, 'adjust_hue', original)
-    monkeypatch.setattr(np, '__version__', '1.26.4')
-    assert not compat.patch_mmcv_adjust_hue()
-    assert all(m.adjust_hue is original for m in modules) and not unapplied.APPLIED
-    monkeypatch.setattr(np, '__version__', '2.4.6')  # the test tells the two apart
+    from repre_mm.compat.mmcv import _adjust_hue, _adjust_hue_fails
+    modules = (mmcv, mmcv.image, mmcv.image.photometric)
+    own = unapplied.ORIGINALS.get('adjust_hue', mmcv.image.photometric.adjust_hue)
+
+    def install(function):
+        for module in modules:
+            monkeypatch.setattr(module, 'adjust_hue', function)
+
+    install(own)  # mmcv's own: patched exactly where it fails (numpy >= 2), left alone elsewhere
+    fails = _adjust_hue_fails(own)
+    assert fails == (int(np.__version__.split('.')[0]) >= 2)
+    assert compat.patch_mmcv_adjust_hue() == fails
+    assert all((m.adjust_hue is _adjust_hue) == fails for m in modules)
+    unapplied.APPLIED.clear()
+
+    def fixed(img, hue_factor, backend=None):  # numpy 1, or a fixed mmcv: never replaced
+        return img
+
+    install(fixed)
+    assert not compat.patch_mmcv_adjust_hue() and not unapplied.APPLIED
+    assert all(m.adjust_hue is fixed for m in modules)
+
+    def failing(img, hue_factor, backend=None):  # the test tells the two apart
+        raise OverflowError('Python integer -25 out of bounds for uint8')
+
+    install(failing)
     assert compat.patch_mmcv_adjust_hue()
     assert all(m.adjust_hue is _adjust_hue for m in modules)
 
@@ -153,9 +178,27 @@ def test_collate_fn_inherited_from_another_package():
         type='DefaultSampler', shuffle=False), collate_fn=dict(
             type='default_collate', _scope_='mmpretrain'))
     with pytest.raises(TypeError, match='_scope_'):
-        next(iter(compat.ORIGINALS['build_dataloader'](dict(loader))))
+        next(iter(_replaced('build_dataloader')(dict(loader))))
     batch = next(iter(Runner.build_dataloader(dict(loader))))
     assert batch.shape == (2, 3)
+
+
+def test_collate_scope_patch_does_nothing_where_mmengine_accepts_the_scope(
+        unapplied, monkeypatch):
+    from mmengine.runner import Runner
+    own = unapplied.ORIGINALS.get('build_dataloader', Runner.build_dataloader)
+    monkeypatch.setattr(Runner, 'build_dataloader', staticmethod(own))
+    seen = []
+
+    def accepting(dataloader, *args, **kwargs):  # a fixed mmengine
+        seen.append(dataloader['collate_fn'])
+        return [0]
+
+    monkeypatch.setattr(Runner, 'build_dataloader', staticmethod(accepting))
+    assert not compat.patch_collate_fn_scope() and not unapplied.APPLIED
+    assert Runner.build_dataloader is accepting and seen[0]['_scope_'] == 'mmengine'
+    monkeypatch.setattr(Runner, 'build_dataloader', staticmethod(own))
+    assert compat.patch_collate_fn_scope()  # mmengine 0.10.7's own fails: the test tells
 
 
 def test_mmengine_checkpoint_state_loads_with_weights_only():
@@ -174,7 +217,7 @@ def test_mmengine_checkpoint_state_loads_with_weights_only():
         finally:
             HistoryBuffer.__getstate__ = compat._history_buffer_getstate
 
-    unpatched = save(compat.ORIGINALS['HistoryBuffer.__getstate__'])
+    unpatched = save(_replaced('HistoryBuffer.__getstate__'))
     with pytest.raises(Exception, match='getattr'), compat.mmengine_checkpoint_loading():
         torch.load(io.BytesIO(unpatched), weights_only=True)
     with compat.mmengine_checkpoint_loading():
@@ -187,19 +230,30 @@ def test_mmengine_checkpoint_state_loads_with_weights_only():
         torch.load(io.BytesIO(save(compat._history_buffer_getstate)), weights_only=True)
 
 
-def test_safe_load_patch_does_nothing_on_torch_without_safe_globals(unapplied, monkeypatch):
+def test_safe_load_patch_applies_only_where_torch_refuses_the_message_hub(
+        unapplied, monkeypatch):
     from mmengine.logging.history_buffer import HistoryBuffer
     from mmengine.runner import Runner
-    getstate = unapplied.ORIGINALS['HistoryBuffer.__getstate__']
-    load = unapplied.ORIGINALS['Runner.load_checkpoint']
+
+    from repre_mm.compat.mmengine import _history_buffer_load_fails
+    getstate = unapplied.ORIGINALS.get('HistoryBuffer.__getstate__', HistoryBuffer.__getstate__)
+    load = unapplied.ORIGINALS.get('Runner.load_checkpoint', Runner.load_checkpoint)
     monkeypatch.setattr(HistoryBuffer, '__getstate__', getstate)  # mmengine's own
     monkeypatch.setattr(Runner, 'load_checkpoint', load)
-    add_safe_globals = torch.serialization.add_safe_globals
-    monkeypatch.delattr(torch.serialization, 'add_safe_globals')  # torch < 2.4
+    fails = _history_buffer_load_fails()
+    # where torch loads it (torch < 2.6, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1): mmengine alone
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    assert not _history_buffer_load_fails()
     assert not compat.patch_checkpoint_safe_load()
     assert HistoryBuffer.__getstate__ is getstate and Runner.load_checkpoint is load
     assert not unapplied.APPLIED
-    monkeypatch.setattr(torch.serialization, 'add_safe_globals', add_safe_globals, raising=False)
+    monkeypatch.delenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD')
+    if not fails:
+        pytest.skip('torch loads a pickled HistoryBuffer here: the patch never applies')
+    safe_globals = torch.serialization.safe_globals
+    monkeypatch.delattr(torch.serialization, 'safe_globals')  # no scoped allow-list to fix with
+    assert not compat.patch_checkpoint_safe_load() and not unapplied.APPLIED
+    monkeypatch.setattr(torch.serialization, 'safe_globals', safe_globals, raising=False)
     assert compat.patch_checkpoint_safe_load()  # the test tells the two apart
     assert HistoryBuffer.__getstate__ is not getstate and Runner.load_checkpoint is not load
 
@@ -207,7 +261,7 @@ def test_safe_load_patch_does_nothing_on_torch_without_safe_globals(unapplied, m
 def test_runner_checkpoint_loads_admit_the_message_hub_and_nothing_else(tmp_path):
     from mmengine.logging import MessageHub
     from mmengine.runner import Runner
-    assert Runner.load_checkpoint is not compat.ORIGINALS['Runner.load_checkpoint']
+    assert Runner.load_checkpoint is not _replaced('Runner.load_checkpoint')
     hub = MessageHub('compat-test-2')
     hub.update_scalar('train/loss', 1.5)
     hub.update_info('eta', np.float64(3.0))
@@ -242,170 +296,6 @@ def test_unknown_pickled_objects_are_still_refused():
     with pytest.raises(Exception, match='Unsupported global'), \
             compat.mmengine_checkpoint_loading():
         torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
-
-
-def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    from mmengine.fileio import put
-    path = str(tmp_path / 'sub' / 'epoch_1.pth')
-    put(b'complete checkpoint', path)
-    assert open(path, 'rb').read() == b'complete checkpoint'
-
-    # a crash mid-save (here: fsync fails) leaves the previous file whole and no temporary file
-    def crash(fd):
-        raise OSError('disk full')
-
-    monkeypatch.setattr(os, 'fsync', crash)
-    with pytest.raises(OSError, match='disk full'):
-        put(b'new checkpoint, never completed', path)
-    assert open(path, 'rb').read() == b'complete checkpoint'
-    assert os.listdir(tmp_path / 'sub') == ['epoch_1.pth']
-    # mmengine's own put writes in place: the same crash truncates the destination
-    import builtins
-    real_open = builtins.open
-
-    class Truncating:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def write(self, data):
-            self.f.write(data[:3])
-            raise OSError('disk full')
-
-    monkeypatch.setattr(builtins, 'open', lambda p, m='r', *a, **k: Truncating(real_open(p, m))
-                        if 'w' in m else real_open(p, m, *a, **k))
-    from mmengine.fileio.backends.local_backend import LocalBackend
-    with pytest.raises(OSError):
-        compat.ORIGINALS['LocalBackend.put'](LocalBackend(), b'abcdef', path)
-    monkeypatch.setattr(builtins, 'open', real_open)
-    assert open(path, 'rb').read() == b'abc'
-
-
-@pytest.mark.parametrize('umask, mode', [(0o022, 0o644), (0o002, 0o664)])
-def test_atomic_writes_give_the_mode_of_a_plain_open(tmp_path, umask, mode):
-    from mmengine.fileio import put, put_text
-    from mmengine.hooks import checkpoint_hook
-    previous = os.umask(umask)
-    try:
-        put(b'checkpoint', str(tmp_path / 'epoch_1.pth'))
-        put_text('{}', str(tmp_path / 'dump.json'))
-        with checkpoint_hook.open(str(tmp_path / 'last_checkpoint'), 'w') as f:  # the pointer
-            f.write('epoch_1.pth')
-        with open(tmp_path / 'plain', 'w') as f:
-            f.write('reference')
-    finally:
-        os.umask(previous)
-    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
-    assert modes == dict.fromkeys(('epoch_1.pth', 'dump.json', 'last_checkpoint', 'plain'), mode)
-    # an existing file keeps its own mode, as open(path, 'w') keeps it
-    os.chmod(tmp_path / 'epoch_1.pth', 0o640)
-    put(b'checkpoint 2', str(tmp_path / 'epoch_1.pth'))
-    assert stat.S_IMODE((tmp_path / 'epoch_1.pth').stat().st_mode) == 0o640
-
-
-def test_only_checkpoints_and_the_pointer_are_fsynced(tmp_path, monkeypatch):
-    from mmengine.fileio import put, put_text
-    from mmengine.hooks import checkpoint_hook
-    synced = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(os, 'fsync', lambda fd: synced.append(fd) or real_fsync(fd))
-    put_text('{"small": "text"}', str(tmp_path / 'dump.json'))
-    assert synced == []
-    put(b'checkpoint', str(tmp_path / 'epoch_1.pth'))
-    assert len(synced) == 2  # the data before the rename, the folder after it
-    with checkpoint_hook.open(str(tmp_path / 'last_checkpoint'), 'w') as f:
-        f.write(str(tmp_path / 'epoch_1.pth'))
-    assert len(synced) == 4  # the pointer commits the checkpoint: as durable
-
-
-def test_last_checkpoint_pointer_is_replaced_atomically(tmp_path, monkeypatch):
-    from types import SimpleNamespace
-    from mmengine.fileio import get_file_backend
-    from mmengine.hooks import CheckpointHook
-    from mmengine.logging import MessageHub
-    pointer = tmp_path / 'last_checkpoint'
-    pointer.write_text(str(tmp_path / 'epoch_1.pth'))
-    hook = CheckpointHook(interval=1)
-    hook.out_dir, hook.file_backend = str(tmp_path), get_file_backend(str(tmp_path))
-    runner = SimpleNamespace(work_dir=str(tmp_path), message_hub=MessageHub('pointer-test'),
-                             save_checkpoint=lambda *args, **kwargs: None)
-
-    def fail(src, dst):  # the write of the new pointer dies before it is complete
-        raise OSError('disk full')
-
-    monkeypatch.setattr(os, 'replace', fail)
-    with pytest.raises(OSError, match='disk full'):
-        hook._save_checkpoint_with_step(runner, 2, meta=dict(epoch=2))
-    assert pointer.read_text() == str(tmp_path / 'epoch_1.pth')  # the previous one, whole
-    assert os.listdir(tmp_path) == ['last_checkpoint']
-    monkeypatch.undo()
-    hook._save_checkpoint_with_step(runner, 2, meta=dict(epoch=2))
-    assert pointer.read_text() == str(tmp_path / 'epoch_2.pth')
-
-
-def test_a_killed_save_leaves_a_temporary_file_the_next_save_removes(tmp_path):
-    import time
-    path, started = str(tmp_path / 'epoch_1.pth'), str(tmp_path.parent / 'started')
-    code = textwrap.dedent('''
-        import os, signal, sys
-        import repre_mm.compat
-        from mmengine.fileio import put
-        def killed_here(fd):  # the data is written, the rename not done
-            open(sys.argv[2], 'w').close()
-            signal.pause()
-        os.fsync = killed_here
-        put(b'x' * 100000, sys.argv[1])''')
-    writer = subprocess.Popen([sys.executable, '-c', code, path, started], cwd=ROOT,
-                              env=dict(os.environ, PYTHONPATH=ROOT))
-    deadline = time.time() + 120
-    while not os.path.exists(started) and writer.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert os.path.exists(started), 'the writer never reached its fsync'
-    writer.kill()
-    writer.wait()
-    [stale] = os.listdir(tmp_path)
-    assert stale.startswith('.epoch_1.pth.partial-') and not os.path.exists(path)
-    # (a live writer's temporary file stays: tests/test_atomic_file.py)
-    from mmengine.fileio import put
-    put(b'complete', path)
-    assert os.listdir(tmp_path) == ['epoch_1.pth']
-    assert open(path, 'rb').read() == b'complete'
-
-
-def test_the_oldest_checkpoint_is_removed_only_after_the_new_one_is_written(tmp_path):
-    from collections import deque
-    from types import SimpleNamespace
-    from mmengine.fileio import get_file_backend
-    from mmengine.hooks import CheckpointHook
-    from mmengine.logging import MessageHub
-    (tmp_path / 'epoch_1.pth').write_bytes(b'the only good checkpoint')
-    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_1.pth'))
-    hook = CheckpointHook(interval=1, max_keep_ckpts=1)
-    hook.out_dir, hook.file_backend = str(tmp_path), get_file_backend(str(tmp_path))
-    hook.keep_ckpt_ids = deque([1], maxlen=1)
-
-    def killed_mid_save(out_dir, filename, *args, **kwargs):
-        raise KeyboardInterrupt('killed')
-
-    runner = SimpleNamespace(work_dir=str(tmp_path), message_hub=MessageHub('keep-test'),
-                             save_checkpoint=killed_mid_save)
-    with pytest.raises(KeyboardInterrupt):
-        hook._save_checkpoint_with_step(runner, 2, meta=dict(epoch=2))
-    # mmengine alone would have removed epoch_1.pth already: nothing left to resume from
-    assert sorted(os.listdir(tmp_path)) == ['epoch_1.pth', 'last_checkpoint']
-    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'epoch_1.pth')
-
-    runner.save_checkpoint = lambda out_dir, filename, *a, **k: open(
-        os.path.join(out_dir, filename), 'wb').close()
-    hook.keep_ckpt_ids = deque([1], maxlen=1)
-    hook._save_checkpoint_with_step(runner, 2, meta=dict(epoch=2))
-    assert sorted(os.listdir(tmp_path)) == ['epoch_2.pth', 'last_checkpoint']
-    assert hasattr(type(hook.file_backend), 'remove') and 'remove' not in vars(hook.file_backend)
 
 
 def test_editable_scope_patch_applies_only_where_mmengine_misses_the_configs(

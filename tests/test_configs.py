@@ -29,6 +29,8 @@ def test_there_are_pretrain_configs():
 @pytest.mark.parametrize('path', PRETRAIN, ids=lambda p: osp.relpath(p, ROOT))
 def test_config_builds_full_size(path):
     cfg = Config.fromfile(path)
+    # checkpoints written atomically, by the component (tests/test_atomic_checkpoint_hook.py)
+    assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'
     model = MODELS.build(cfg.model)
     if cfg.model.type == 'RePre':
         # one diff apart: the RePre config's framework is its baseline's model

@@ -3,6 +3,8 @@
 # optimiser (AdamW 2.4e-3 at batch 4096, wd 0.1, AMP). 16 GPUs x 256 = 4096.
 _base_ = 'mmpretrain::byol/byol_resnet50_16xb256-coslr-200e_in1k.py'
 custom_imports = dict(imports=['repre_mm'], allow_failed_imports=False)
+# checkpoints and last_checkpoint written atomically; old ones removed after the new one is written
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 
 model = dict(
     backbone=dict(_delete_=True, type='MoCoV3ViT', arch='mocov3-small', img_size=224,

@@ -46,6 +46,6 @@ custom_hooks = [
     dict(type='NonFiniteLossHook'),
     dict(type='RandomStateCheckpointHook'),
 ]
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=3))
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=10, max_keep_ckpts=3))
 find_unused_parameters = True  # the last layer gets no gradient in epoch 0
 auto_scale_lr = dict(base_batch_size=1024)

@@ -40,7 +40,7 @@ param_scheduler = [
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=2))
 custom_hooks = [
     dict(type='DINOTeacherTempHook', warmup_temp=0.04, temp=0.07, warmup_epochs=2,
          freeze_last_layer_epochs=1),

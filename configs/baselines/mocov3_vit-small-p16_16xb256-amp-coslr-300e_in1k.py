@@ -3,6 +3,8 @@
 #   tools/dist_train.sh configs/baselines/mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py 8
 _base_ = 'mmpretrain::mocov3/mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.py'
 custom_imports = dict(imports=['repre_mm'], allow_failed_imports=False)
+# checkpoints and last_checkpoint written atomically; old ones removed after the new one is written
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 # A NaN / inf loss stops the run before the bad update, naming the term and the iteration;
 # checkpoints carry the random generators, so that a resumed run continues exactly.
 custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='RandomStateCheckpointHook')]

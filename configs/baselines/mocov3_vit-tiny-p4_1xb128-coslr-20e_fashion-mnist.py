@@ -40,7 +40,7 @@ param_scheduler = [
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=2))
 custom_hooks = [
     dict(type='NonFiniteLossHook'),
     dict(type='RandomStateCheckpointHook'),

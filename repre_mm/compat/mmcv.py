@@ -30,20 +30,30 @@ def _adjust_hue(img, hue_factor, backend=None):
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR_FULL).astype(img.dtype)
 
 
+def _adjust_hue_fails(adjust_hue) -> bool:
+    """The failure itself, on one pixel: a negative hue shift raises ``OverflowError``."""
+    import numpy as np
+    try:
+        adjust_hue(np.zeros((1, 1, 3), np.uint8), -0.1, backend='cv2')
+    except OverflowError:
+        return True
+    return False
+
+
 def patch_mmcv_adjust_hue() -> bool:
     """mmcv 2.1's ``adjust_hue`` shifts the hue by ``np.uint8(hue_factor * 255)``; numpy >= 2
     refuses a negative Python int there (``OverflowError: Python integer -5 out of bounds for
     uint8``), so MoCo v3's ColorJitter (hue=0.1) crashes on about half of the images. numpy 1
     wrapped the negative shift modulo 256; the replacement does that explicitly.
 
-    Applies only under numpy >= 2. Measured on mmcv 2.1.0 with numpy 2.4.6; under numpy 1 mmcv
-    is left alone (``tests/test_compat.py``)."""
+    Applies only where mmcv's own function raises that error on a one-pixel image (numpy >= 2
+    with mmcv 2.1.0). Under numpy 1, or an mmcv that is fixed, mmcv is left alone
+    (``tests/test_compat.py``). Measured on mmcv 2.1.0 with numpy 2.4.6 and 1.26.4."""
     import mmcv
-    import numpy as np
-    if 'adjust_hue' in APPLIED or int(np.__version__.split('.')[0]) < 2:
-        return False
     import mmcv.image
     import mmcv.image.photometric
+    if 'adjust_hue' in APPLIED or not _adjust_hue_fails(mmcv.image.photometric.adjust_hue):
+        return False
     ORIGINALS['adjust_hue'] = mmcv.image.photometric.adjust_hue
     for module in (mmcv, mmcv.image, mmcv.image.photometric):
         module.adjust_hue = _adjust_hue

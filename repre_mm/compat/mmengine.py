@@ -1,17 +1,15 @@
 """mmengine: distributed start-up without CUDA, collate functions of inherited configs, resuming
-under torch's ``weights_only`` default, atomic checkpoint writes, ``max_keep_ckpts`` removals,
-the ``repre_mm::`` scope of an editable install.
+under torch's ``weights_only`` default, the ``repre_mm::`` scope of an editable install. Each
+applies only where its failure exists (probed where it can be).
 
 (This module is ``repre_mm.compat.mmengine``; ``import mmengine...`` here is mmengine itself,
 imports being absolute.)
 """
-import os
 import os.path as osp
 
 import torch
 
 from repre_mm.compat._state import APPLIED, ORIGINALS
-from repre_mm.utils.atomic_file import AtomicFile
 
 
 # --- distributed training without CUDA ------------------------------------------------------------
@@ -68,6 +66,19 @@ def _register_cpu_ddp_wrapper():
 
 
 # --- collate functions of configs inherited across packages ------------------------------------
+def _collate_scope_fails(build_dataloader) -> bool:
+    """The failure itself: a ``collate_fn`` that carries ``_scope_`` is refused. (Objects,
+    not registry names: a registry lookup would log, and create mmengine's logger on import.)"""
+    from mmengine.dataset import default_collate
+    loader = dict(batch_size=1, dataset=[0], sampler=[0],
+                  collate_fn=dict(type=default_collate, _scope_='mmengine'))
+    try:
+        next(iter(build_dataloader(loader)))
+    except TypeError as error:
+        return '_scope_' in str(error)
+    return False
+
+
 def patch_collate_fn_scope() -> bool:
     """mmengine's Config tags every dict of a base config from another package (``_base_ =
     'mmpretrain::...'``) with ``_scope_``. ``Runner.build_dataloader`` passes every key of
@@ -75,10 +86,11 @@ def patch_collate_fn_scope() -> bool:
     'default_collate')`` fails with ``default_collate() got an unexpected keyword argument
     '_scope_'``. The key only selects a registry; collate functions live in mmengine's.
 
-    Unconditional: measured on mmengine 0.10.7 (its latest release) with mmpretrain 1.2.0.
-    ``collate_fn`` dicts without ``_scope_`` reach mmengine unchanged."""
+    Applies only where mmengine's ``build_dataloader`` raises that error (probed on a
+    one-sample list). Only the ``_scope_`` key is removed; every other dataloader reaches
+    mmengine unchanged. Measured on mmengine 0.10.7 (its latest release) with mmpretrain 1.2.0."""
     from mmengine.runner import Runner
-    if 'collate_scope' in APPLIED:
+    if 'collate_scope' in APPLIED or not _collate_scope_fails(Runner.build_dataloader):
         return False
     build_dataloader = ORIGINALS['build_dataloader'] = Runner.build_dataloader
 
@@ -112,7 +124,11 @@ def mmengine_checkpoint_globals() -> list:
     ``eta``). No ``getattr``, no object arrays, no other dtype."""
     import numpy as np
     from mmengine.logging.history_buffer import HistoryBuffer
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+    # (numpy 1.26 has a numpy._core stub too, without multiarray: ask the version)
+    if int(np.__version__.split('.')[0]) >= 2:
+        from numpy._core import multiarray
+    else:
+        from numpy.core import multiarray
     # numpy >= 1.25 builds dtypes as instances of these classes; older ones have none
     dtype_classes = [getattr(np.dtypes, n) for n in ('Float64DType', 'Int64DType')
                      if hasattr(getattr(np, 'dtypes', None), n)]
@@ -134,6 +150,22 @@ def mmengine_checkpoint_loading():
     return torch.serialization.safe_globals(mmengine_checkpoint_globals())
 
 
+def _history_buffer_load_fails() -> bool:
+    """The failure itself: ``torch.load`` as mmengine's ``load_from_local`` calls it, on a
+    pickled ``HistoryBuffer``."""
+    import io
+
+    from mmengine.logging.history_buffer import HistoryBuffer
+    buffer = io.BytesIO()
+    torch.save(HistoryBuffer(), buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer, map_location='cpu')
+    except Exception:  # pickle.UnpicklingError: Unsupported global ... HistoryBuffer
+        return True
+    return False
+
+
 def patch_checkpoint_safe_load() -> bool:
     """``torch.load`` defaults to ``weights_only=True`` since torch 2.6, and mmengine's
     ``load_from_local`` does not say otherwise, so ``--resume`` fails on every checkpoint mmengine
@@ -145,10 +177,12 @@ def patch_checkpoint_safe_load() -> bool:
     :func:`mmengine_checkpoint_loading`. Loading stays ``weights_only=True``: a file with any
     other pickled object is still refused, and no other load in the process is widened.
 
-    Applies only where torch has ``torch.serialization.add_safe_globals`` (torch >= 2.4; torch
-    < 2.6 loads with ``weights_only=False`` by default anyway); older torch is left alone
+    Applies only where ``torch.load`` as mmengine calls it (no ``weights_only``) refuses a
+    pickled ``HistoryBuffer`` (torch >= 2.6, unless ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set)
+    and torch has the scoped allow-list; elsewhere mmengine is left alone
     (``tests/test_compat.py``). Measured on torch 2.13.0 with mmengine 0.10.7."""
-    if 'safe_load' in APPLIED or not hasattr(torch.serialization, 'add_safe_globals'):
+    if ('safe_load' in APPLIED or not hasattr(torch.serialization, 'safe_globals')
+            or not _history_buffer_load_fails()):
         return False
     import functools
 
@@ -169,84 +203,6 @@ def patch_checkpoint_safe_load() -> bool:
     return True
 
 
-# --- checkpoints and the last_checkpoint pointer written in place -------------------------------
-def _put(self, obj: bytes, filepath) -> None:
-    # LocalBackend.put: checkpoints (save_checkpoint) and other binary dumps
-    with AtomicFile(filepath, 'wb', durable=True) as f:
-        f.write(obj)
-
-
-def _put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
-    # LocalBackend.put_text: configs, json / yaml dumps; small files, no fsync
-    with AtomicFile(filepath, 'w', encoding=encoding) as f:
-        f.write(obj)
-
-
-def _open_writes_atomically(file, mode='r', *args, **kwargs):
-    """``open`` as seen by mmengine's checkpoint_hook module, which writes the
-    ``last_checkpoint`` pointer with it: writes become atomic (and durable: the pointer commits
-    a checkpoint), reads stay plain."""
-    import builtins
-    if isinstance(file, (str, os.PathLike)) and mode in ('w', 'wt', 'wb') and not args:
-        return AtomicFile(file, mode, durable=True, **kwargs)
-    return builtins.open(file, mode, *args, **kwargs)
-
-
-def patch_atomic_local_writes() -> bool:
-    """mmengine's ``LocalBackend.put`` / ``put_text`` (behind ``save_checkpoint`` and file dumps)
-    and ``CheckpointHook`` (the ``last_checkpoint`` pointer that ``--resume`` reads) open the
-    destination and write into it: a run killed or a disk filled mid-save leaves a truncated
-    ``epoch_N.pth`` or pointer under its final name, which a later load fails on, and the
-    previous file of that name is already gone. Both now write a temporary sibling and rename it
-    over the destination (:class:`repre_mm.utils.atomic_file.AtomicFile`): a file under its
-    final name is always whole, keeps the mode a plain write gives, and temporary files of killed
-    runs (unlocked) are removed by the next write into their folder.
-
-    Unconditional: measured on mmengine 0.10.7 (its latest release). Remote backends (petrel,
-    http, ...) are not changed."""
-    from mmengine.fileio.backends.local_backend import LocalBackend
-    from mmengine.hooks import checkpoint_hook
-    if 'atomic_put' in APPLIED:
-        return False
-    ORIGINALS['LocalBackend.put'] = LocalBackend.put
-    ORIGINALS['LocalBackend.put_text'] = LocalBackend.put_text
-    LocalBackend.put, LocalBackend.put_text = _put, _put_text
-    # a module global shadows the builtin for that module's code only
-    checkpoint_hook.open = _open_writes_atomically
-    APPLIED.add('atomic_put')
-    return True
-
-
-# --- the oldest checkpoint removed before the new one exists ------------------------------------
-def patch_remove_old_checkpoints_after_save() -> bool:
-    """With ``max_keep_ckpts``, mmengine's ``CheckpointHook`` removes the oldest checkpoint
-    *before* it writes the new one and the ``last_checkpoint`` pointer: with
-    ``max_keep_ckpts=1`` a run killed mid-save is left with no checkpoint at all, and a pointer
-    naming the removed file, so ``--resume`` fails. The removals now wait until the new
-    checkpoint and the pointer are written (and do not happen if that fails).
-
-    Unconditional: measured on mmengine 0.10.7 (its latest release)."""
-    from mmengine.hooks import CheckpointHook
-    if 'remove_after_save' in APPLIED:
-        return False
-    save = ORIGINALS['CheckpointHook._save_checkpoint_with_step'] = \
-        CheckpointHook._save_checkpoint_with_step
-
-    def save_then_remove_old(self, runner, step, meta):
-        backend, deferred = self.file_backend, []
-        backend.remove = deferred.append  # an instance attribute: the method for this save only
-        try:
-            save(self, runner, step, meta)
-        finally:
-            del backend.remove
-        for path in deferred:
-            backend.remove(path)
-
-    CheckpointHook._save_checkpoint_with_step = save_then_remove_old
-    APPLIED.add('remove_after_save')
-    return True
-
-
 # --- the `repre_mm::` config scope of an editable install ---------------------------------------
 def _package_folder() -> str:
     """The folder of the imported ``repre_mm`` package (this file is repre_mm/compat/...)."""
@@ -258,7 +214,7 @@ def patch_editable_package_scope(installed_path=None) -> bool:
     ``get_installed_path('repre-mm')``, which looks for the package beside its ``.dist-info``.
     ``pip install -e`` (PEP 660) leaves only the ``.dist-info`` and an import hook there, so the
     scope fails with ``FileNotFoundError: .../site-packages/repre_mm/.mim/model-index.yml``.
-    Applied only where mmengine's answer holds no ``.mim`` folder: the scope is then the folder
+    Applies only where mmengine's answer holds no ``.mim`` folder: the scope is then the folder
     of the ``repre_mm`` that is imported. Any other package's lookup is unchanged, and a wheel
     install (where mmengine finds ``.mim``) is not patched (``tests/test_compat.py``).
     Measured on mmengine 0.10.7 with setuptools 81 (``pip install -e``)."""

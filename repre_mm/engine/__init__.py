@@ -1,3 +1,4 @@
+from .atomic_checkpoint_hook import AtomicCheckpointHook, AtomicLocalBackend
 from .health_hook import TrainHealthHook
 from .knn_hook import KNNEvaluationHook
 from .non_finite_hook import NonFiniteLossHook
@@ -7,6 +8,7 @@ from .reconstruction_vis_hook import ReconstructionVisualizationHook
 from .strict_pretrained import CheckedPretrainedInit
 
 __all__ = [
+    'AtomicCheckpointHook', 'AtomicLocalBackend',
     'BackboneLayerDecayOptimWrapperConstructor', 'BF16AutocastOptimWrapper',
     'CheckedPretrainedInit', 'KNNEvaluationHook', 'NonFiniteLossHook', 'RandomStateCheckpointHook',
     'ReconstructionVisualizationHook', 'TrainHealthHook'

@@ -2,12 +2,17 @@
 
 :class:`AtomicFile` writes into a temporary sibling, ``.<final name>.partial-<random>``, and
 renames it over the destination when closed without an error (removed otherwise). The writer
-holds ``fcntl.flock(LOCK_EX)`` on that temporary file for its whole life, until the rename or
-the removal. :func:`remove_stale_partial_files`, which every :class:`AtomicFile` runs on its
-folder first, removes only the temporary files whose lock it can take at once: a live writer
-holds its lock, and the kernel releases a dead writer's (a run killed mid-save). No process id
-or host name is consulted, so a reused pid (a new container, a reboot) does not keep a leftover
-alive, and a leftover of another host on a shared file system is removed by the next write.
+holds an exclusive ``fcntl.flock`` on that temporary file for its whole life, until the rename
+or the removal. :func:`remove_stale_partial_files`, which every :class:`AtomicFile` runs for its
+destination first, removes only that destination's temporary files whose lock it can take at
+once: a live writer holds its lock, and the kernel releases a dead writer's (a run killed
+mid-save). Other files of the folder, other destinations' temporary files included, are never
+touched. No process id or host name is consulted, so a reused pid (a new container, a reboot)
+does not keep a leftover alive, and a leftover of another host on a shared file system is
+removed by the next write of that file.
+
+Locks are taken on descriptors open for writing: on NFS, ``flock`` is emulated with POSIX
+locks, and an exclusive POSIX lock needs a file open for writing.
 
 Limits: locks are as good as the file system's ``flock``. Where it refuses them (some Lustre or
 FUSE mounts) the writer goes on without a lock and the clean-up removes nothing there. An NFS
@@ -15,9 +20,8 @@ mount with ``nolock`` keeps locks local to each client: there a clean-up on one 
 another host's temporary file in progress, whose save then fails (the previous file stays
 whole). A process forked while a writer is open shares its lock until it exits.
 
-``repre_mm.compat.mmengine`` writes mmengine's checkpoints, file dumps and ``last_checkpoint``
-pointer through :class:`AtomicFile`; ``tests/test_atomic_file.py`` and ``tests/test_compat.py``
-test it.
+:class:`repre_mm.engine.AtomicCheckpointHook` writes checkpoints and the ``last_checkpoint``
+pointer through :class:`AtomicFile`; ``tests/test_atomic_file.py`` tests it.
 """
 import fcntl
 import os
@@ -28,7 +32,6 @@ import tempfile
 __all__ = ['AtomicFile', 'remove_stale_partial_files', 'PARTIAL']
 
 PARTIAL = '.partial-'
-_PARTIAL_NAME = re.compile(r'^\..+' + re.escape(PARTIAL) + r'.+$')
 
 
 def _umask() -> int:
@@ -56,9 +59,9 @@ def _plain_open_mode(path: str) -> int:
 
 def _remove_if_unlocked(path: str) -> bool:
     """Remove ``path`` if no process holds a lock on it; True when removed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:  # gone (committed, or cleaned by another process), a symlink, unreadable
+    try:  # for writing: an exclusive POSIX lock (NFS's flock) needs it
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:  # gone (committed, or cleaned by another process), a symlink, read-only
         return False
     try:
         try:
@@ -79,17 +82,23 @@ def _remove_if_unlocked(path: str) -> bool:
         os.close(fd)  # releases the lock
 
 
-def remove_stale_partial_files(folder: str) -> list:
-    """Remove the temporary files of :class:`AtomicFile` writers that died before their rename
-    (a run killed mid-save) from ``folder``: those whose lock can be taken without waiting.
-    The temporary files of live writers, in this process or another, stay.
+def remove_stale_partial_files(path: str) -> list:
+    """Remove the temporary files that :class:`AtomicFile` writers of ``path`` left when they
+    died before their rename (a run killed mid-save): those of ``path``'s name whose lock can be
+    taken without waiting. The temporary files of live writers, in this process or another,
+    and every other file of the folder stay.
+
+    Args:
+        path (str): the destination whose leftovers are removed.
 
     Returns:
         list[str]: the names removed.
     """
-    return sorted(name for name in os.listdir(folder)
-                  if _PARTIAL_NAME.match(name)
-                  and _remove_if_unlocked(os.path.join(folder, name)))
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    pattern = re.compile(re.escape(f'.{name}{PARTIAL}') + r'.+')
+    return sorted(entry for entry in os.listdir(folder)
+                  if pattern.fullmatch(entry)
+                  and _remove_if_unlocked(os.path.join(folder, entry)))
 
 
 class AtomicFile:
@@ -111,14 +120,16 @@ class AtomicFile:
         self.path, self.durable = os.path.abspath(os.fspath(path)), durable
         folder, name = os.path.split(self.path)
         os.makedirs(folder, exist_ok=True)
-        remove_stale_partial_files(folder)
-        fd = self._create_locked(folder, f'.{name}{PARTIAL}')
+        remove_stale_partial_files(self.path)
+        # self.fd is ours alone (the file object does not close it), so it is closed once,
+        # last, whatever fails: closing it releases the lock
+        self.fd = self._create_locked(folder, f'.{name}{PARTIAL}')
         try:
-            os.fchmod(fd, _plain_open_mode(self.path))
-            self.file = os.fdopen(fd, mode, **kwargs)
+            os.fchmod(self.fd, _plain_open_mode(self.path))
+            self.file = os.fdopen(self.fd, mode, closefd=False, **kwargs)
         except BaseException:
             os.remove(self.tmp)
-            os.close(fd)
+            os.close(self.fd)
             raise
 
     def _create_locked(self, folder: str, prefix: str) -> int:
@@ -154,12 +165,13 @@ class AtomicFile:
         try:
             self.file.flush()
             if self.durable:
-                os.fsync(self.file.fileno())
+                os.fsync(self.fd)
             os.replace(self.tmp, self.path)  # still locked: no clean-up can take it meanwhile
         except BaseException:
             self.discard()
             raise
         self.file.close()
+        os.close(self.fd)
         if self.durable:  # the rename itself survives a power loss only once the folder is synced
             fd = os.open(os.path.dirname(self.path), os.O_RDONLY)
             try:
@@ -177,3 +189,5 @@ class AtomicFile:
                 self.file.close()
             except OSError:  # flushing data that is discarded anyway (a full disk)
                 pass
+            finally:
+                os.close(self.fd)

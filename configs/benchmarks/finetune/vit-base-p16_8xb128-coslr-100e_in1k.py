@@ -6,6 +6,8 @@
 #       --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/repre_vit-b/epoch_300.pth
 _base_ = 'mmpretrain::mae/benchmarks/vit-base-p16_8xb128-coslr-100e_in1k.py'
 custom_imports = dict(imports=['repre_mm'], allow_failed_imports=False)
+# checkpoints and last_checkpoint written atomically; old ones removed after the new one is written
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 
 model = dict(
     backbone=dict(

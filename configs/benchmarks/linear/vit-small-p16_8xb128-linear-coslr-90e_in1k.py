@@ -5,6 +5,8 @@
 #       --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/repre_vit-s/epoch_300.pth
 _base_ = 'mmpretrain::mocov3/benchmarks/vit-small-p16_8xb128-linear-coslr-90e_in1k.py'
 custom_imports = dict(imports=['repre_mm'], allow_failed_imports=False)
+# checkpoints and last_checkpoint written atomically; old ones removed after the new one is written
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 
 model = dict(
     # strict=True: a checkpoint whose backbone keys do not match is an error, not a warning.

@@ -50,4 +50,4 @@ param_scheduler = [dict(type='CosineAnnealingLR', T_max=30, by_epoch=True, begin
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=30, val_interval=10)
 val_cfg = dict()
 test_cfg = dict()
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=10, max_keep_ckpts=1))
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', interval=10, max_keep_ckpts=1))

@@ -6,6 +6,8 @@
 #       --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/repre_vit-s/epoch_300.pth
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['repre_mm', 'mmpretrain.models'], allow_failed_imports=False)
+# checkpoints and last_checkpoint written atomically; old ones removed after the new one is written
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
 
 model = dict(
     backbone=dict(

@@ -86,5 +86,5 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=500, end=max_iters, by_epoch=False),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=1000)
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=1000,
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=1000,
                                      max_keep_ckpts=2))
