@@ -6,13 +6,21 @@ queries against their shard and merge the candidates: the top-k similarities, in
 predictions and accuracy must equal, bit for bit, those of one process holding the whole bank.
 The bank is full of exact duplicates with different labels, so many neighbours tie in similarity
 and only the tie rule (the smaller bank index first) decides which of them count.
+
+The equality holds by construction (exact similarities on a grid, repre_mm/evaluation/knn.py),
+not by the luck of one CPU's BLAS: the same test passes with MKL and ATen forced onto other
+kernels, and shapes that change a float32 product's bits here leave these similarities alone.
 """
 import os
 import socket
+import subprocess
+import sys
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+import pytest
 
 from repre_mm.evaluation.knn import knn_accuracy, knn_predict
 
@@ -139,3 +147,61 @@ def test_tie_rule_follows_the_global_index_not_the_row_order():
         permuted = knn_topk(bank[perm], labels[perm], queries, k, qc, bc, bank_indices=perm)
         for a, b in zip(base, permuted):
             assert torch.equal(a, b)
+
+
+def _rows_and_queries():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(300, 384, generator=g), torch.randn(50, 384, generator=g)
+
+
+def test_similarities_do_not_depend_on_the_product_shape():
+    """Each row of the bank alone, in one chunk, in reverse order in small chunks: the same
+    bits (a float32 product of these rows does not keep them: the next tests)."""
+    from repre_mm.evaluation.knn import knn_topk
+    bank, queries = _rows_and_queries()
+    whole, index, _ = knn_topk(bank, torch.zeros(300), queries, 300)
+    by_index = torch.empty_like(whole).scatter_(1, index, whole)
+    reverse = torch.arange(299, -1, -1)
+    rev, rev_index, _ = knn_topk(bank[reverse], torch.zeros(300), queries, 300, 7, 64,
+                                 bank_indices=reverse)
+    assert torch.equal(torch.empty_like(rev).scatter_(1, rev_index, rev), by_index)
+    for row in (0, 137, 299):
+        alone, _, _ = knn_topk(bank[row:row + 1], torch.zeros(1), queries, 1)
+        assert torch.equal(alone[:, 0], by_index[:, row])
+
+
+# the kernels another CPU would pick (an AVX2-only AMD EPYC, an older Xeon), forced by environment
+OTHER_KERNELS = [dict(MKL_ENABLE_INSTRUCTIONS='SSE4_2', ATEN_CPU_CAPABILITY='default'),
+                 dict(MKL_ENABLE_INSTRUCTIONS='AVX2', ATEN_CPU_CAPABILITY='avx2')]
+KERNEL_IDS = ['sse4.2', 'avx2']
+_FLOAT32_BITS = """
+import torch, test_knn_sharded as t
+bank, queries = t._rows_and_queries()
+qn, bn = torch.nn.functional.normalize(queries), torch.nn.functional.normalize(bank)
+pieces = torch.cat([qn @ bn[i:i + 7].T for i in range(0, 300, 7)], 1)
+print('differ', int((qn @ bn.T != pieces).sum()))
+"""
+
+
+def _run(args, kernels):
+    here = os.path.dirname(os.path.abspath(__file__))
+    return subprocess.run([sys.executable, *args], cwd=os.path.dirname(here),
+                          env=dict(os.environ, **kernels, PYTHONPATH=os.pathsep.join(
+                              [here, os.environ.get('PYTHONPATH', '')])),
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize('kernels', OTHER_KERNELS, ids=KERNEL_IDS)
+def test_those_kernels_change_a_float32_products_bits_with_its_shape(kernels):
+    """The forcing does change the kernel: there a float32 product of the same rows in chunks
+    of 7 differs from the whole product (on this Xeon's AVX-512 path it may not)."""
+    out = _run(['-c', _FLOAT32_BITS], kernels)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) > 0
+
+
+@pytest.mark.parametrize('kernels', OTHER_KERNELS, ids=KERNEL_IDS)
+def test_sharded_knn_is_exact_on_other_kernel_paths(kernels):
+    out = _run(['-m', 'pytest', '-q', '-p', 'no:cacheprovider', __file__, '-k',
+                'equals_one_process_exactly or do_not_depend_on_the_product_shape'], kernels)
+    assert out.returncode == 0 and '2 passed' in out.stdout, out.stdout[-3000:]

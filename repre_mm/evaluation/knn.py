@@ -7,13 +7,19 @@ the bank (:func:`feature_shard_from_dataloader`), the queries are gathered
 (:func:`features_from_dataloader`), each rank finds the k nearest of all queries in its shard and
 the candidates are merged (:func:`knn_topk`): the accuracy is the one of a single process, with
 ties in similarity going to the smaller bank index in both.
+
+Similarities are exact (:func:`_grid_features`): the normalised features are rounded to a grid
+of 2^-24 and multiplied in float64, where every product and partial sum of a dot product is an
+integer below 2^53. A similarity then depends only on its query and bank row, never on the
+BLAS kernel, the matrix shape, the chunks or the shard the row is in: equal rows tie exactly,
+on every CPU and GPU. The price is a float64 product: about twice the float32 time on CPUs and
+data-centre GPUs, far more on consumer GPUs with slow float64.
 """
 import sys
 from contextlib import nullcontext
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from mmengine.dataset import DefaultSampler
 from mmengine.dist import all_gather, all_reduce, get_rank, get_world_size
 from mmengine.utils import ProgressBar
@@ -34,6 +40,16 @@ def default_kinds(backbone: nn.Module) -> Tuple[str, ...]:
 # a candidate's key: the ordered bits of its similarity x 2^32 + (2^32 - 1 - its index)
 _KEY_SHIFT = 2 ** 32
 _NO_INDEX = _KEY_SHIFT - 1  # the index of a padding column: sorts after every real one
+
+
+_GRID = 2.0 ** 24  # |feature| <= 1 -> |grid value| <= 2^24, |dot product| <= ~2^48 < 2^53
+
+
+def _grid_features(features: torch.Tensor) -> torch.Tensor:
+    """L2-normalised rows rounded to integers on a grid of 2^-24, as float64 (exact there)."""
+    features = features.to(torch.float64, copy=True)
+    norms = features.norm(dim=1, keepdim=True).clamp_min_(1e-12)  # as F.normalize
+    return features.div_(norms).mul_(_GRID).round_()
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -78,8 +94,9 @@ def knn_topk(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tenso
 
     Neighbours are ordered by similarity, then by global bank index: of equally similar bank
     samples the one of smaller index comes first, whatever the order of the rows, the chunks
-    and the split of the bank between processes. (Other chunk sizes may change a similarity
-    in its last bit, as any other shape of matrix product may.)
+    and the split of the bank between processes. Similarities are exact products of the
+    features rounded to a 2^-24 grid (module docstring), so they too are the same whatever the
+    rows, chunks, shards, BLAS kernel or number of threads.
 
     One process: ``bank`` is the whole bank; its global indices are ``bank_indices`` (default
     0 .. N-1). Several processes (``bank_indices`` given, ``get_world_size() > 1``): every rank
@@ -88,12 +105,10 @@ def knn_topk(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tenso
     queries. Each rank scores all queries against its shard; the k best of each rank are
     gathered and merged, so every rank returns what one process with the whole bank returns.
 
-    Memory on top of the inputs: a normalised copy of the queries, one normalised chunk of
-    bank rows (bank_chunk x D), about 12 bytes per element of a query_chunk x bank_chunk block
-    of similarities and keys, and the candidates: queries x k x 16 bytes, x world size when
-    gathered. The chunk shapes depend only on the total bank size, the number of queries and
-    the arguments, never on the shard, so each similarity is computed by a product of the same
-    shape in one process and in several.
+    Memory on top of the inputs: a float64 copy of the queries, one float64 chunk of bank rows
+    (bank_chunk x D), about 20 bytes per element of a query_chunk x bank_chunk block of
+    similarities and keys, and the candidates: queries x k x 16 bytes, x world size when
+    gathered.
 
     Args:
         bank (Tensor): n x D features; its device is where everything is computed.
@@ -145,25 +160,22 @@ def knn_topk(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tenso
         raise ValueError(f'a k-NN bank of {total} samples: at most {_NO_INDEX - 1}.')
     k = min(k, total)
     num_queries = queries.shape[0]
-    # chunk shapes from global sizes only (see above)
     qc = max(1, min(query_chunk, _round_up(num_queries, 64)))
     bc = max(k, min(bank_chunk, _round_up(total, 64)))
     padded_queries = _round_up(max(num_queries, 1), qc)
-    q_norm = torch.zeros(padded_queries, dim, device=device)
-    q_norm[:num_queries] = F.normalize(queries.to(device).float(), dim=1)
-    b_norm = torch.zeros(bc, dim, device=device)
+    q_grid = torch.zeros(padded_queries, dim, dtype=torch.float64, device=device)
+    q_grid[:num_queries] = _grid_features(queries.to(device))
     best = torch.full((padded_queries, k), torch.iinfo(torch.long).min, dtype=torch.long,
                       device=device)
     for start in range(0, n, bc):
         rows = min(bc, n - start)
-        b_norm[:rows] = bank[start:start + rows]  # the rest: rows of another chunk, masked
-        b_norm.div_(b_norm.norm(dim=1, keepdim=True).clamp_min_(1e-12))  # as F.normalize
+        b_grid = _grid_features(bank[start:start + rows])
         low = torch.full((1, bc), _NO_INDEX, dtype=torch.long, device=device)
         low[0, :rows] = _NO_INDEX - bank_indices[start:start + rows]
         for q_start in range(0, padded_queries, qc):
-            sim = q_norm[q_start:q_start + qc] @ b_norm.T
-            if rows < bc:
-                sim[:, rows:] = float('-inf')
+            sim = torch.full((qc, bc), float('-inf'), device=device)  # a partial chunk's rest
+            # exact integers; scaled by a power of two and rounded once: deterministic
+            sim[:, :rows] = (q_grid[q_start:q_start + qc] @ b_grid.T).mul_(_GRID ** -2)
             keys = _similarity_keys(sim, low).topk(k, dim=1).values
             del sim
             merged = torch.cat([best[q_start:q_start + qc], keys], 1)
