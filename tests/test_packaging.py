@@ -1,5 +1,6 @@
 """What OpenMMLab users reach for after `pip install`: the repre_mm:: config scope, `mim train`,
 the model index, and the feature-extraction API."""
+import json
 import os
 import os.path as osp
 import re
@@ -304,3 +305,86 @@ def test_the_repre_mm_scope_under_pip_install_editable(tmp_path):
     assert where == str(src / 'repre_mm' / '__init__.py')  # the copy, not this checkout
     assert mine == 'RePre (2, 5, 8, 11) 0.5 yes'
     assert theirs == 'RePre (11,) 1.0 yes'
+
+
+@pytest.fixture(scope='module')
+def wheel_venv(installed):
+    """A virtual environment with the wheel installed (--no-deps) that sees this environment's
+    packages (the stack) behind its own site-packages, as a user's environment has them. This
+    checkout is not on its path: no PYTHONPATH, and this environment's editable install of
+    repre-mm is invisible there (the .pth files of a folder named in a .pth are not read)."""
+    import sysconfig
+    venv = installed['base'] / 'venv'
+    subprocess.run([PY, '-m', 'venv', str(venv)], check=True, timeout=300)
+    python = str(venv / 'bin' / 'python')
+    site = subprocess.run([python, '-c', 'import sysconfig; print(sysconfig.get_paths()'
+                           '["purelib"])'], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    # the wheel first, without PYTHONPATH: with this checkout or the stack visible, pip would
+    # take this environment's editable repre-mm for an installed one and install nothing
+    proc = subprocess.run([python, '-m', 'pip', 'install', '-q', '--no-deps', installed['wheel']],
+                          capture_output=True, text=True, timeout=300, env=_clean_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(osp.join(site, 'stack.pth'), 'w') as f:
+        f.write(sysconfig.get_paths()['purelib'] + '\n')
+    where = subprocess.run([python, '-c', 'import repre_mm.utils.resources as r; '
+                            'print(r.import_root()); print(r.package_root())'],
+                           cwd=str(installed['base']), capture_output=True, text=True,
+                           env=_clean_env())
+    # the installed copy, and its shipped configs and tools under .mim
+    assert where.stdout.split() == [site, osp.join(site, 'repre_mm', '.mim')], \
+        where.stdout + where.stderr[-2000:]
+    return dict(python=python, site=site)
+
+
+def test_from_a_wheel_install_the_seg_benchmark_runs_to_its_report(wheel_venv, tmp_path):
+    from helpers import scene_seg_folder
+    data = scene_seg_folder(str(tmp_path / 'data'))
+    work = tmp_path / 'elsewhere'
+    work.mkdir()
+    proc = subprocess.run([wheel_venv['python'], '-m', 'repre_mm.benchmarks.seg_transfer',
+                           '--quick', '--data', data, '--out', 'out', '--seeds', '1'],
+                          cwd=str(work), capture_output=True, text=True, timeout=900,
+                          env=_clean_env())
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert (work / 'out' / 'results.md').exists()
+    assert json.loads((work / 'out' / 'results.json').read_text())['paired']
+    # nothing came from this checkout (not on that environment's path in the first place)
+    assert ROOT not in log
+    for folder, _, files in os.walk(work / 'out'):
+        for name in files:
+            if name.endswith(('.py', '.log', '.json', '.md')):
+                assert ROOT not in open(osp.join(folder, name), errors='ignore').read(), name
+
+
+def test_from_a_wheel_install_mim_train_trains(wheel_venv, tmp_path):
+    from helpers import write_images
+    images = write_images(str(tmp_path / 'images'), num=8, size=32)
+    proc = subprocess.run(
+        [wheel_venv['python'], '-m', 'mim', 'train', 'repre_mm', osp.basename(TINY), '--gpus',
+         '0', '--work-dir', str(tmp_path / 'w'), '-y', '--cfg-options',
+         f'train_dataloader.dataset.data_root={images}', 'train_dataloader.dataset.data_prefix=',
+         'train_dataloader.batch_size=4', 'train_dataloader.num_workers=0',
+         'train_cfg.max_epochs=1', 'custom_hooks=[]'],
+        cwd=str(tmp_path), capture_output=True, text=True, env=_clean_env(OMP_NUM_THREADS='1'),
+        timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert osp.join(wheel_venv['site'], 'repre_mm', '.mim', 'tools', 'train.py') in out
+    assert (tmp_path / 'w' / 'epoch_1.pth').exists()
+
+
+def test_from_a_wheel_install_extract_features_takes_a_scoped_config(wheel_venv, tmp_path):
+    from helpers import write_images
+    images = write_images(str(tmp_path / 'images'), num=2, size=32)
+    code = ('import glob, sys\n'
+            'from repre_mm.apis import extract_features\n'
+            f"feats = extract_features('repre_mm::{TINY[len('configs/'):]}', None, "
+            'sorted(glob.glob(sys.argv[1] + "/*.jpg")))\n'
+            "print(tuple(feats['cls'].shape), tuple(feats['patch'].shape))")
+    proc = subprocess.run([wheel_venv['python'], '-c', code, images], cwd=str(tmp_path),
+                          capture_output=True, text=True, env=_clean_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cls, patch = proc.stdout.strip().splitlines()[-1].split(') (')
+    assert cls.startswith('(2, ') and patch.startswith('2, ')

@@ -23,6 +23,7 @@ from mmpretrain.registry import MODELS
 from ..datasets.image_folder import read_rgb
 from ..evaluation.knn import backbone_features
 from ..utils.checkpoint import load_strict, load_weights
+from ..utils.resources import shipped_config
 
 ImageLike = Union[str, np.ndarray]
 
@@ -33,7 +34,9 @@ def init_model(config: Union[str, Config], checkpoint: Optional[str] = None,
     """The model of a pre-training config, in eval mode on ``device``.
 
     Args:
-        config (str | Config): a RePre or baseline config.
+        config (str | Config): a RePre or baseline config: a file, a shipped config by its
+            ``repre_mm::`` name (``'repre_mm::repre/repre_mocov3_...py'``) or its
+            ``configs/...`` path, from any folder.
         checkpoint (str, optional): a checkpoint of that config (every key must match), or a bare
             backbone (tools/model_converters/extract_backbone.py). None: the initial weights.
         device: where the model runs.
@@ -42,7 +45,7 @@ def init_model(config: Union[str, Config], checkpoint: Optional[str] = None,
             pass False: a decoder left at its initial weights would draw plausible but wrong
             pictures.
     """
-    cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
+    cfg = Config.fromfile(shipped_config(config)) if isinstance(config, str) else config.copy()
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))

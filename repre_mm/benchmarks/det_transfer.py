@@ -41,7 +41,8 @@ from mmengine.config import Config
 from ..utils.checkpoint import load_checkpoint_meta, load_strict, load_weights
 from ..utils.logging import quiet_mmengine
 from .pretrain import EQUAL_COMPUTE, dump_config, run_name
-from .runs import ROOT, Job, checkpoint_of, read_json, run_jobs, tool, write_json
+from ..utils.resources import shipped_config
+from .runs import Job, checkpoint_of, read_json, run_jobs, tool, write_json
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, config_key,
                        finetune_jobs, parse_checkpoints, pretrain_config_of, vit_size,
@@ -255,8 +256,7 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     dataset's classes, images resized to ``--short-side``, ``--finetune-iters`` iterations
     without validation, the test split scored by CocoMetric (box and mask). Written under
     <out>/finetune/configs/: tools/train.py trains it as it is."""
-    cfg = Config.fromfile(osp.join(ROOT, args.finetune_config)
-                          if not osp.isabs(args.finetune_config) else args.finetune_config)
+    cfg = Config.fromfile(shipped_config(args.finetune_config))
     backbone, norm = backbone_of(pretrain_cfg)
     embed, depth = vit_size(backbone)
     patch = backbone['patch_size']
@@ -607,3 +607,7 @@ def main(argv=None):
     print(f'total {timing["total"]:.0f} s; {osp.join(args.out, "results.md")}; picture '
           f'{picture}')
     return summary
+
+
+if __name__ == '__main__':  # python -m repre_mm.benchmarks.det_transfer: from a wheel install too
+    main()

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 from mmengine.config import Config
 
-from .runs import ROOT
+from ..utils.resources import shipped_config
 
 FRAMEWORKS = dict(
     mocov3=dict(
@@ -139,7 +139,7 @@ def pretrain_config(framework: str, method: str, seed: int, epochs: int, batch_s
         raise KeyError(f'unknown method {method!r}; choose from {METHODS}.')
     spec_paths = FRAMEWORKS[framework]
     is_baseline = method.startswith('baseline')
-    cfg = Config.fromfile(osp.join(ROOT, spec_paths['baseline' if is_baseline else 'repre']))
+    cfg = Config.fromfile(shipped_config(spec_paths['baseline' if is_baseline else 'repre']))
     if not is_baseline:
         apply_variant(cfg, method, framework)
         if levels is not None:

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from ..utils.resources import import_root, shipped_tool
+
 WALL_FILE = 'train_wall_s.json'  # a finished job's wall clock, kept for when it is reused
 
 
@@ -59,15 +60,15 @@ def write_json(path: str, obj) -> None:
 
 
 def job_env(threads: int = 1) -> Dict[str, str]:
-    """The environment of a job: ``threads`` threads, the repository importable."""
+    """The environment of a job: ``threads`` threads, this very repre_mm importable."""
     return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                 PYTHONUNBUFFERED='1',
-                PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+                PYTHONPATH=import_root() + os.pathsep + os.environ.get('PYTHONPATH', ''))
 
 
 def tool(name: str) -> List[str]:
-    """argv prefix of one of the repository's tools, e.g. ``tool('train.py')``."""
-    return [sys.executable, osp.join(ROOT, 'tools', name)]
+    """argv prefix of one of the shipped tools, e.g. ``tool('train.py')``."""
+    return [sys.executable, shipped_tool(name)]
 
 
 def run_jobs(jobs: Sequence[Job], out: str, parallel: int = 2) -> Dict[str, Optional[float]]:

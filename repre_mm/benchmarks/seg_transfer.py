@@ -48,7 +48,8 @@ from ..utils.checkpoint import load_strict, load_weights
 from ..utils.logging import quiet_mmengine
 from .pretrain import (EQUAL_COMPUTE, FRAMEWORKS, METHODS, ViewSpec, dump_config,
                        plan_pretraining, pretrain_config, run_name)
-from .runs import ROOT, checkpoint_of, file_key, read_json, run_jobs, stored_or_computed
+from ..utils.resources import shipped_config
+from .runs import checkpoint_of, file_key, read_json, run_jobs, stored_or_computed
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, finetune_jobs,
                        parse_checkpoints, pretrain_config_of, vit_size, write_picture_grid,
@@ -312,8 +313,7 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     ``backbone_checkpoint`` (the export transfer.sh writes; None: random weights), four tapped
     blocks, a narrower UperNet, the probe's image size, ``--finetune-iters`` iterations without
     validation. Written under <out>/finetune/configs/: tools/train.py trains it as it is."""
-    cfg = Config.fromfile(osp.join(ROOT, args.finetune_config)
-                          if not osp.isabs(args.finetune_config) else args.finetune_config)
+    cfg = Config.fromfile(shipped_config(args.finetune_config))
     backbone, norm = backbone_of(pretrain_cfg)
     embed, depth = vit_size(backbone)
     short = args.short_side
@@ -557,3 +557,7 @@ def main(argv=None):
     print(f'total {timing["total"]:.0f} s; {osp.join(args.out, "results.md")}; picture '
           f'{picture}')
     return summary
+
+
+if __name__ == '__main__':  # python -m repre_mm.benchmarks.seg_transfer: from a wheel install too
+    main()

@@ -420,3 +420,7 @@ def main(argv=None):
     print(headline(summary))
     print(f'total {summary["total_wall_s"]:.0f} s; JSON {osp.join(args.out, "results.json")}; '
           f'reconstructions {picture}')
+
+
+if __name__ == '__main__':  # python -m repre_mm.benchmarks.small_scale: from a wheel install too
+    main()

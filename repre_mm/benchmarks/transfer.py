@@ -13,7 +13,8 @@ from mmengine.config import Config
 
 from ..utils.checkpoint import load_checkpoint_meta
 from .pretrain import EQUAL_COMPUTE, run_name
-from .runs import ROOT, Job, file_key, read_json, write_json
+from ..utils.resources import shipped_tool
+from .runs import Job, file_key, read_json, write_json
 from .stats import compare
 
 UNTRAINED = 'untrained'  # the untrained encoder (probe) / random initialisation (fine-tuning)
@@ -122,7 +123,7 @@ def finetune_jobs(args, runs: Dict[str, List[tuple]],
                 if osp.exists(metrics):
                     os.remove(metrics)
                 write_json(key_file, key)
-                return ['bash', osp.join(ROOT, 'tools', 'benchmarks', 'transfer.sh'),
+                return ['bash', shipped_tool('benchmarks', 'transfer.sh'),
                         'custom', osp.abspath(checkpoint) if checkpoint else 'none', '1']
 
             env = dict(CONFIG=path, WORK_DIR=work_dir, PYTHON=sys.executable,
