@@ -98,3 +98,58 @@ def test_gpu_check_sh_installs_nothing_without_a_wheel_folder(tmp_path):
                          timeout=60)
     assert run.returncode == 2
     assert 'cannot import the stack and no WHEELS_DIR was given' in run.stderr
+
+
+def test_without_a_gpu_it_says_so_and_shows_no_traceback(tmp_path):
+    run = subprocess.run([sys.executable, 'tools/benchmarks/gpu_check.py', '--device', 'cuda',
+                          '--work-dir', str(tmp_path)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ, CUDA_VISIBLE_DEVICES=''))
+    assert run.returncode != 0
+    assert 'torch sees no GPU' in run.stderr and '--device cpu --quick' in run.stderr
+    assert 'Traceback' not in run.stderr
+
+
+_STEPS_THEN_KILLED = '''
+import importlib.util, os, signal, sys, time
+spec = importlib.util.spec_from_file_location('gpu_check', sys.argv[1])
+gpu_check = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gpu_check)
+gpu_check.environment = lambda args: dict(device=args.device)
+gpu_check.step_overhead = lambda args: dict(ok=True, runs=[], limit=args.step_limit(300))
+def killed(*args):  # a run stopped at the call's limit, mid-step
+    os.kill(os.getpid(), signal.SIGKILL)
+gpu_check.step_train = killed
+sys.argv = ['gpu_check.py', '--device', 'cpu', '--quick'] + sys.argv[2:]
+gpu_check.main()
+'''
+
+
+def test_a_killed_run_keeps_the_steps_that_finished(tmp_path):
+    out = tmp_path / 'report.json'
+    run = subprocess.run([sys.executable, '-c', _STEPS_THEN_KILLED,
+                          osp.join(ROOT, 'tools', 'benchmarks', 'gpu_check.py'),
+                          '--work-dir', str(tmp_path / 'work'), '--out', str(out),
+                          '--budget', '100'], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == -9  # killed in the train step
+    report = json.loads(out.read_text())
+    assert report['steps']['overhead']['ok'] and 'train' not in report['steps']
+    assert report['finished'] is False and report['budget_s'] == 100
+    # the overhead step's processes got its share of the budget, not their default 300 s
+    assert 0 < report['steps']['overhead']['limit'] <= 35
+
+
+def test_steps_that_no_longer_fit_the_budget_are_skipped_and_said(tmp_path):
+    out = tmp_path / 'report.json'
+    code = _STEPS_THEN_KILLED.replace('gpu_check.step_train = killed', '')
+    run = subprocess.run([sys.executable, '-c', code,
+                          osp.join(ROOT, 'tools', 'benchmarks', 'gpu_check.py'),
+                          '--work-dir', str(tmp_path / 'work'), '--out', str(out), '--budget',
+                          '30', '--only', 'overhead', 'train'], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 1, run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    for step in ('overhead', 'train'):  # 35 % and 25 % of 30 s: under the 20 s a step needs
+        assert not report['steps'][step]['ok']
+        assert report['steps'][step]['skipped'].startswith('budget')
+    assert report['finished'] is True

@@ -19,7 +19,11 @@
 configs, 32-pixel images and a few iterations; on CPU ``--amp`` means bf16, so there is no loss
 scale, and the process group is gloo without SyncBN (see repre_mm/compat/mmengine.py). Each
 step runs in its own process with a time limit; a failed step is recorded and the others still
-run. The exit status is 0 only when every required check passed.
+run. ``--budget`` (default 540 s, one 10-minute call of a lent GPU with room to spare) is shared
+out between the steps (``BUDGET_SHARES``): each step's processes get its share at most, a step
+whose share no longer fits is recorded as skipped. The JSON is written after every step, so a
+run killed at its limit keeps what finished. The exit status is 0 only when every required
+check passed.
 """
 import argparse
 import json
@@ -38,6 +42,10 @@ VIT_S = ('configs/repre/repre_mocov3_vit-small-p16_16xb256-amp-coslr-300e_in1k.p
 VIT_B = ('configs/repre/repre_mocov3_vit-base-p16_16xb256-amp-coslr-300e_in1k.py',
          'configs/baselines/mocov3_vit-base-p16_16xb256-amp-coslr-300e_in1k.py')
 TINY = 'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py'
+STEPS = ('overhead', 'train', 'train_launcher_pytorch', 'knn')
+# each step's share of --budget; a step needs MIN_STEP_S of it to start
+BUDGET_SHARES = dict(overhead=0.35, train=0.25, train_launcher_pytorch=0.2, knn=0.2)
+MIN_STEP_S = 20
 
 
 def parse_args():
@@ -49,9 +57,10 @@ def parse_args():
     parser.add_argument('--out', help='the JSON file (default: WORK_DIR/gpu_check.json)')
     parser.add_argument('--iters', type=int, default=100, help='training iterations')
     parser.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument('--only', nargs='+',
-                        choices=['overhead', 'train', 'train_launcher_pytorch', 'knn'],
-                        help='run only these steps')
+    parser.add_argument('--only', nargs='+', choices=STEPS, help='run only these steps')
+    parser.add_argument('--budget', type=float, default=540,
+                        help='seconds for all the steps together (default 540: one 10-minute '
+                        'call with room for the set-up)')
     args = parser.parse_args()
     args.out = args.out or osp.join(args.work_dir, 'gpu_check.json')
     if args.quick:
@@ -88,7 +97,7 @@ def run(cmd, timeout, log_file, env=None):
                              timeout=timeout)
         ok, text = out.returncode == 0, out.stdout + out.stderr
     except subprocess.TimeoutExpired as e:
-        ok, text = False, f'timed out after {timeout} s\n' + str(e.stdout or '')[-4000:]
+        ok, text = False, f'timed out after {timeout:.0f} s\n' + str(e.stdout or '')[-4000:]
     with open(log_file, 'w') as f:
         f.write(' '.join(cmd) + '\n' + text)
     return ok, round(time.time() - start, 1), text
@@ -113,8 +122,8 @@ def step_overhead(args):
                    '--amp', '--amp-dtype', dtype, '--batch', str(batch)]
             cmd += ['--quick', '--no-memory'] if args.quick else [
                 '--configs', *configs, '--iters', '10', '--warmup', '3']
-            ok, seconds, text = run(cmd, 300, osp.join(args.work_dir, f'overhead_{name}_{dtype}'
-                                                       f'_b{batch}.log'))
+            ok, seconds, text = run(cmd, args.step_limit(300), osp.join(
+                args.work_dir, f'overhead_{name}_{dtype}_b{batch}.log'))
             oom = 'OutOfMemoryError' in text or 'out of memory' in text
             if ok or not oom:
                 break  # fits, or failed for another reason than memory: no smaller batch
@@ -199,7 +208,7 @@ def step_train(args, data_root, distributed):
     cmd = prefix + ['tools/train.py', config, '--work-dir', work_dir, '--amp']
     if distributed:
         cmd += ['--launcher', 'pytorch']
-    ok, seconds, text = run(cmd, 420, osp.join(args.work_dir, f'{name}.log'))
+    ok, seconds, text = run(cmd, args.step_limit(420), osp.join(args.work_dir, f'{name}.log'))
     result = dict(ok=ok, seconds=seconds, epochs=epochs, batch=batch, amp='--amp')
     if not ok:
         return dict(result, error=text[-3000:])
@@ -220,7 +229,7 @@ def step_knn(args, bank, query, checkpoint):
            '--amp', '--no-progress', '--out', out, '--workers', str(args.workers),
            '--img-size', '28' if args.quick else '224', '--batch-size',
            '8' if args.quick else '256']
-    ok, seconds, text = run(cmd, 300, osp.join(args.work_dir, 'knn.log'))
+    ok, seconds, text = run(cmd, args.step_limit(300), osp.join(args.work_dir, 'knn.log'))
     if not ok:
         return dict(ok=False, seconds=seconds, error=text[-3000:])
     with open(out) as f:
@@ -249,26 +258,67 @@ def environment(args):
     return facts
 
 
+def write_report(report, path):
+    """The report as it stands, replacing the last one whole (a kill never leaves half)."""
+    tmp = f'{path}.partial'
+    with open(tmp, 'w') as f:
+        json.dump(report, f, indent=1)
+    os.replace(tmp, path)
+
+
+class Budget:
+    """--budget shared out between the steps: ``limit(default)`` is the time limit of one
+    process of the current step, the smaller of its default, what is left of the step's share
+    and what is left of the whole budget."""
+
+    def __init__(self, seconds):
+        self.seconds, self.start = seconds, time.time()
+        self.step_end = self.start
+
+    def left(self):
+        return self.seconds - (time.time() - self.start)
+
+    def begin(self, step):
+        self.step_end = time.time() + min(BUDGET_SHARES[step] * self.seconds, self.left())
+        return self.step_end - time.time() >= MIN_STEP_S
+
+    def limit(self, default):
+        return max(1.0, min(default, self.step_end - time.time()))
+
+
 def main():
     args = parse_args()
-    os.makedirs(args.work_dir, exist_ok=True)
-    start = time.time()
-    report = dict(environment=environment(args), steps={})
     if args.device == 'cuda':
         import torch
-        if not torch.cuda.is_available():
-            sys.exit('--device cuda but torch sees no GPU (torch.cuda.is_available() is False)')
-    steps = args.only or ['overhead', 'train', 'train_launcher_pytorch', 'knn']
+        if not torch.cuda.is_available():  # before anything asks the GPU for its name
+            sys.exit('gpu_check: --device cuda, but torch sees no GPU (torch '
+                     f'{torch.__version__}, built for CUDA {torch.version.cuda}; '
+                     f'CUDA_VISIBLE_DEVICES={os.environ.get("CUDA_VISIBLE_DEVICES")!r}). '
+                     'Run it on a GPU machine, or check everything else with --device cpu --quick.')
+    os.makedirs(args.work_dir, exist_ok=True)
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+    budget = Budget(args.budget)
+    args.step_limit = budget.limit
+    report = dict(environment=environment(args), budget_s=args.budget, steps={}, ok=False,
+                  finished=False)
+    steps = args.only or list(STEPS)
 
     def record(name, fn, *fn_args):
         t0 = time.time()
-        try:
-            report['steps'][name] = fn(*fn_args)
-        except Exception as e:  # one broken step must not hide the others' results
-            report['steps'][name] = dict(ok=False, error=repr(e))
+        if not budget.begin(name):
+            report['steps'][name] = dict(ok=False, skipped=f'budget: {budget.left():.0f} s of '
+                                         f'--budget {args.budget:.0f} left')
+        else:
+            try:
+                report['steps'][name] = fn(*fn_args)
+            except Exception as e:  # one broken step must not hide the others' results
+                report['steps'][name] = dict(ok=False, error=repr(e))
+        report['seconds'] = round(time.time() - budget.start, 1)
+        write_report(report, args.out)
         print(f'[gpu_check] {name}: {"ok" if report["steps"][name]["ok"] else "FAILED"} '
               f'({time.time() - t0:.0f} s)', flush=True)
 
+    write_report(report, args.out)
     data = osp.join(args.work_dir, 'data')
     size, n_train, n_query = (32, 16, 8) if args.quick else (256, 2000, 500)
     if not osp.isdir(osp.join(data, 'train')):
@@ -288,9 +338,9 @@ def main():
         else:
             report['steps']['knn'] = dict(ok=False, error='no checkpoint from the train step')
     report['ok'] = all(s['ok'] for s in report['steps'].values())
-    report['seconds'] = round(time.time() - start, 1)
-    with open(args.out, 'w') as f:
-        json.dump(report, f, indent=1)
+    report['seconds'] = round(time.time() - budget.start, 1)
+    report['finished'] = True
+    write_report(report, args.out)
     print(f'[gpu_check] {"all checks passed" if report["ok"] else "SOME CHECKS FAILED"} in '
           f'{report["seconds"]:.0f} s; report: {args.out}')
     sys.exit(0 if report['ok'] else 1)
