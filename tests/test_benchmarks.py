@@ -5,6 +5,7 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch import nn
 
@@ -63,3 +64,20 @@ def test_overhead_dino_pair_decodes_the_global_crops_only():
     assert result['decoder_flops_share'] < result['decoder_flops_ratio']
     assert result['decoder_flops_share'] > result['decoder_flops_ratio'] * 2 / 12
     assert result['memory_ratio'] is None and result['time_ratio'] > 0
+
+
+def test_overhead_compile_times_the_four_steps_and_keeps_compilation_apart():
+    [result] = _run(['tools/benchmarks/overhead.py', '--quick', '--compile', '--no-memory'])
+    assert set(result['median_step_s']) == {'repre', 'base', 'repre_compiled', 'base_compiled'}
+    assert all(v > 0 for v in result['median_step_s'].values())
+    steps = result['median_step_s']
+    # (the medians are printed rounded to 0.1 ms, the ratios from the exact ones)
+    assert result['compiled_repre_over_eager_base'] == pytest.approx(
+        steps['repre_compiled'] / steps['base'], rel=0.01)
+    assert result['compiled_repre_over_compiled_base'] == pytest.approx(
+        steps['repre_compiled'] / steps['base_compiled'], rel=0.01)
+    # compiling made RePre's first step far longer than the rest: reported, not in the medians
+    # (the base's blocks are the same code, compiled by then: its first step is about a step)
+    assert set(result['compile_s']) == {'repre_compiled', 'base_compiled'}
+    assert result['compile_s']['repre_compiled'] > 5 * steps['repre_compiled']
+    assert result['wrapper_off_time_ratio'] is None

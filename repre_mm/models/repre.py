@@ -4,8 +4,9 @@ Wang et al., "RePre: Improving Self-Supervised Vision Transformer with Reconstru
 Pre-training", IJCAI 2022 (arXiv 2201.06857).
 """
 import copy
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from mmengine.model import BaseModel
 from torch import nn
@@ -13,6 +14,29 @@ from torch import nn
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from .level_taps import build_level_tap
+
+
+def compile_blocks(model: nn.Module, block_type: type, extra: Sequence[nn.Module] = (),
+                   options: Optional[dict] = None) -> List[nn.Module]:
+    """``torch.compile`` the ``forward`` of every ``block_type`` module of ``model`` (the
+    encoder blocks, momentum / teacher copies included) and of the ``extra`` modules, in place:
+    hooks on those modules run outside the compiled code, parameter names do not change.
+    Returns the compiled modules. (RePre's ``compile_encoder``; the benchmarks compile a
+    baseline framework the same way.)"""
+    modules = [m for m in model.modules() if type(m) is block_type] + list(extra)
+    for module in modules:
+        _python_drop_probs(module)
+        module.forward = torch.compile(module.forward, **(options or {}))
+    return modules
+
+
+def _python_drop_probs(module: nn.Module) -> None:
+    """mmpretrain's ViT gives each DropPath its rate as a numpy float (``np.linspace``); dynamo
+    traces ``drop_prob == 0.`` on it as a tensor comparison and breaks the graph there, five
+    times a block. The same value as a Python float compiles into the graph (0 breaks)."""
+    for sub in module.modules():
+        if isinstance(getattr(sub, 'drop_prob', None), np.generic):
+            sub.drop_prob = float(sub.drop_prob)
 
 
 @MODELS.register_module()
@@ -42,6 +66,12 @@ class RePre(BaseModel):
             the branch off: no decoder forward, ``loss_rec`` is logged as 0.
         reconstruct_local_crops (bool): also reconstruct encoder calls on inputs smaller than
             the largest one (DINO's local crops). Defaults to False.
+        compile_encoder (bool | dict): ``torch.compile`` the forward of every encoder block
+            (of the online encoder and of its momentum / teacher copies) and of the decoder, at
+            the first training step, in place (a dict: ``torch.compile``'s arguments). The level
+            taps stay outside the compiled code; parameter names, checkpoints and the momentum
+            update are unchanged. Defaults to False. (mmengine's ``compile=True`` compiles the
+            whole ``train_step`` instead.)
         data_preprocessor (dict, optional): passed to the framework when its config has none.
         init_cfg (dict, optional): mmengine init config.
     """
@@ -52,6 +82,7 @@ class RePre(BaseModel):
                  decoder: dict = dict(type='MultiLevelFusionDecoder'),
                  rec_head: dict = dict(type='RePreReconstructionHead'),
                  reconstruct_local_crops: bool = False,
+                 compile_encoder: Union[bool, dict] = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         framework = self._build_framework(framework, data_preprocessor)
@@ -76,6 +107,25 @@ class RePre(BaseModel):
         rec_head.setdefault('patch_size', self.tap.input_stride)
         self.rec_head = MODELS.build(rec_head)
         self.reconstruct_local_crops = reconstruct_local_crops
+        if not isinstance(compile_encoder, (bool, dict)):
+            raise TypeError(f'compile_encoder must be a bool or a dict of torch.compile '
+                            f'arguments, got {compile_encoder!r}.')
+        self.compile_encoder = compile_encoder
+        self.compiled_modules: List[nn.Module] = []
+
+    def compile_modules(self) -> List[nn.Module]:
+        """Compile, once, the forward of each encoder block and of the decoder (see
+        ``compile_encoder``). Blocks are the modules of the tapped blocks' class anywhere in the
+        framework, so the momentum / teacher copies are compiled too; each block's instance
+        gets its own compiled ``forward`` (hooks on it, the taps, run outside). Called by
+        :meth:`loss` at the first step, after the framework made its copies: a module copied
+        after this call would keep a forward bound to the original. Returns the modules."""
+        if self.compiled_modules or not self.compile_encoder:
+            return self.compiled_modules
+        options = self.compile_encoder if isinstance(self.compile_encoder, dict) else {}
+        self.compiled_modules = compile_blocks(self.framework, type(self.tap.level_modules()[0]),
+                                               extra=[self.decoder], options=options)
+        return self.compiled_modules
 
     @staticmethod
     def _build_framework(cfg: dict, data_preprocessor: Optional[dict]) -> BaseModel:
@@ -133,6 +183,7 @@ class RePre(BaseModel):
             inputs (list[Tensor]): the views, each B x 3 x H x W (normalised).
             data_samples (list[DataSample]): passed to the framework.
         """
+        self.compile_modules()
         if self.rec_head.loss_weight == 0:
             # The branch is off: the framework alone, no decoder work (e.g. to time the wrapper).
             losses = self.framework.loss(inputs, data_samples, **kwargs)

@@ -6,7 +6,9 @@
 (``tools/benchmarks/gpu_check.sh WHEELS_DIR`` installs the stack from a wheel folder first.)
 
 1. ``overhead``: ``overhead.py --amp`` in fp16 and bf16, ViT-S/16 and ViT-B/16 at 224, the
-   largest batch of 128 and 64 that fits: time and memory ratio, images/s, peak memory.
+   largest batch of 128 and 64 that fits: time and memory ratio, images/s, peak memory; and
+   ``--compile`` in bf16 (ViT-S/16): eager and compiled MoCo v3 and RePre, compiled RePre /
+   eager MoCo v3, compile time apart.
 2. ``train``: 100 iterations of ``tools/train.py`` on the RePre MoCo v3 ViT-S/16 config with
    ``--amp`` (fp16, dynamic loss scale) on a generated image folder: losses finite, the loss
    scale settled (no decrease in the second half), ``loss_rec`` falling.
@@ -116,10 +118,14 @@ def step_overhead(args):
     else:
         cases = [(dtype, name, configs, [128, 64]) for dtype in ('float16', 'bfloat16')
                  for name, configs in (('vit-s16', VIT_S), ('vit-b16', VIT_B))]
+        # eager and compiled (every encoder block and the decoder), MoCo v3 and RePre, bf16
+        cases.append(('bfloat16', 'vit-s16-compiled', VIT_S, [128, 64]))
     for dtype, name, configs, batches in cases:
         for batch in batches:
             cmd = [sys.executable, 'tools/benchmarks/overhead.py', '--device', args.device,
                    '--amp', '--amp-dtype', dtype, '--batch', str(batch)]
+            if name.endswith('-compiled'):
+                cmd.append('--compile')
             cmd += ['--quick', '--no-memory'] if args.quick else [
                 '--configs', *configs, '--iters', '10', '--warmup', '3']
             ok, seconds, text = run(cmd, args.step_limit(300), osp.join(

@@ -4,6 +4,7 @@
     python tools/benchmarks/overhead.py --device cuda --amp --batch 128
     python tools/benchmarks/overhead.py --quick            # tiny ViT, 2 iterations (tests)
     python tools/benchmarks/overhead.py --pair dino        # DINO ViT-S/16: 2 x 224 + 10 x 96 crops
+    python tools/benchmarks/overhead.py --compile          # + both compiled (compile_encoder)
 
 Three models are built from the configs: RePre (A), the base framework (B, mmpretrain's own
 class) and RePre with the reconstruction off (``rec_head.loss_weight=0``: our wrapper alone).
@@ -15,6 +16,15 @@ crops only, as in its DINO configs; ``decoder_flops_share`` (decoder FLOPs over 
 encoder's, per step) is then the bound the time ratio should stay near. Peak memory of a step:
 on GPU ``torch.cuda.max_memory_allocated``; on CPU the growth of the process's peak RSS over
 its size after building, measured in a fresh process per model.
+
+``--compile`` times four models instead, interleaved: eager RePre and base, and both with every
+encoder block (online and momentum / teacher) and RePre's decoder compiled
+(``torch.compile`` of each forward: RePre's ``compile_encoder``,
+``repre_mm.models.repre.compile_blocks`` for the base). Compilation happens in the first
+warm-up step of a compiled model and is reported apart (``compile_s``: that step's time less
+the median step), never inside the step times; compiled RePre steps first, and the base's
+blocks are the same code, so RePre's first step pays for the blocks of both. The ratios compiled
+RePre / eager base and compiled RePre / compiled base come from the same run.
 Prints one JSON line.
 """
 import argparse
@@ -37,6 +47,7 @@ from mmengine.logging import MessageHub  # noqa: E402
 from mmengine.model import revert_sync_batchnorm  # noqa: E402
 
 from mmpretrain.registry import MODELS  # noqa: E402
+from repre_mm.models.repre import compile_blocks  # noqa: E402
 from repre_mm.utils.flops import count_flops  # noqa: E402
 from repre_mm.utils.logging import quiet_mmengine  # noqa: E402
 
@@ -77,10 +88,12 @@ def parse_args():
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=None, help='torch threads (CPU)')
     parser.add_argument('--quick', action='store_true', help='tiny ViT, 2 iterations')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time both models with their blocks and decoder compiled')
     parser.add_argument('--no-memory', action='store_true',
                         help='CPU: skip the peak-memory probes (two more processes)')
-    parser.add_argument('--memory-probe', choices=['repre', 'base', 'off'],
-                        help=argparse.SUPPRESS)
+    parser.add_argument('--memory-probe', choices=[
+        'repre', 'base', 'off', 'repre_compiled', 'base_compiled'], help=argparse.SUPPRESS)
     args = parser.parse_args()
     dino = args.pair == 'dino'
     if args.quick:
@@ -97,17 +110,24 @@ def parse_args():
 
 
 def build(args, which):
-    """'repre', 'base' or 'off' (RePre with the reconstruction branch off)."""
-    cfg = Config.fromfile(osp.join(ROOT, args.configs[0 if which != 'base' else 1]))
+    """'repre', 'base', 'off' (RePre with the reconstruction branch off), 'repre_compiled' or
+    'base_compiled' (blocks and decoder compiled in place, at the first step)."""
+    kind, compiled = which.split('_')[0], which.endswith('_compiled')
+    cfg = Config.fromfile(osp.join(ROOT, args.configs[0 if kind != 'base' else 1]))
     model_cfg = cfg.model
-    if which == 'off':
+    if kind == 'off':
         model_cfg.rec_head.loss_weight = 0.0
-    backbone = model_cfg.framework.backbone if which != 'base' else model_cfg.backbone
+    if kind == 'repre' and compiled:
+        model_cfg.compile_encoder = True
+    backbone = model_cfg.framework.backbone if kind != 'base' else model_cfg.backbone
     backbone.img_size = args.img_size
     torch.manual_seed(0)
     model = revert_sync_batchnorm(MODELS.build(model_cfg))  # one process: plain BN
     model.init_weights()
-    return model.to(args.device).train()
+    model = model.to(args.device).train()
+    if kind == 'base' and compiled:  # as RePre's compile_encoder does for its framework
+        compile_blocks(model, type(model.backbone.layers[0]))
+    return model
 
 
 def view_sizes(args):
@@ -146,10 +166,37 @@ def _rss_bytes():
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 
+def _reset_peak_rss() -> bool:
+    """Linux: make VmHWM (the peak RSS) start again from the current RSS."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes():
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith('VmHWM:'))
+
+
 def memory_probe(args):
-    """Run in a fresh process: peak RSS growth of warm-up + timed steps over the built model."""
+    """Run in a fresh process: peak RSS growth of warm-up + timed steps over the built model.
+    With --compile (compiled models compile in their first step, and the compiler's own memory
+    is no step's), every model is measured the same other way: the peak RSS growth of one step
+    after the warm-up, over the RSS before it (optimizer state already allocated)."""
     model = build(args, args.memory_probe)
     step = make_step(args, model)
+    if args.compile:
+        for _ in range(args.warmup):
+            step()
+        if not _reset_peak_rss():
+            raise SystemExit('--compile memory needs /proc/self/clear_refs (Linux)')
+        before = _rss_bytes()
+        step()
+        print(json.dumps(dict(peak_delta=_peak_rss_bytes() - before)))
+        return
     before = _rss_bytes()
     for _ in range(args.warmup + 1):
         step()
@@ -162,12 +209,24 @@ def cpu_peak_memory(args, which):
            '--device', args.device, '--batch', str(args.batch), '--img-size', str(args.img_size),
            '--warmup', str(args.warmup), '--local-crops', str(args.local_crops),
            '--local-size', str(args.local_size)] + (
-               ['--amp', '--amp-dtype', args.amp_dtype] if args.amp else [])
+               ['--amp', '--amp-dtype', args.amp_dtype] if args.amp else []) + (
+                   ['--compile'] if args.compile else [])
     if args.threads:
         cmd += ['--threads', str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                          env=dict(os.environ, PYTHONPATH=ROOT))
     return json.loads(out.stdout.strip().splitlines()[-1])['peak_delta']
+
+
+def compiled_ratios(medians, first_step):
+    """The ratios --compile is for, and compilation time kept out of the step times."""
+    return dict(
+        compiled_repre_over_eager_base=round(medians['repre_compiled'] / medians['base'], 4),
+        compiled_repre_over_compiled_base=round(
+            medians['repre_compiled'] / medians['base_compiled'], 4),
+        compiled_base_over_eager_base=round(medians['base_compiled'] / medians['base'], 4),
+        compile_s={name: round(first_step[name] - medians[name], 1)
+                   for name in ('repre_compiled', 'base_compiled')})
 
 
 def main():
@@ -179,10 +238,12 @@ def main():
     if args.memory_probe:
         return memory_probe(args)
 
-    names = ('repre', 'base', 'off')
+    names = (('repre', 'base', 'repre_compiled', 'base_compiled') if args.compile
+             else ('repre', 'base', 'off'))
     models = {name: build(args, name) for name in names}
     steps = {name: make_step(args, models[name]) for name in names}
     times = {name: [] for name in names}
+    first_step = {}
     gpu_peak = {}
     for i in range(args.warmup + args.iters):
         for name in names:
@@ -192,6 +253,8 @@ def main():
             start = time.perf_counter()
             steps[name]()
             _sync(args.device)
+            if i == 0:
+                first_step[name] = time.perf_counter() - start
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - start)
             if args.device.startswith('cuda'):
@@ -203,7 +266,7 @@ def main():
     elif args.no_memory:
         peak = {}
     else:
-        peak = {name: cpu_peak_memory(args, name) for name in ('repre', 'base')}
+        peak = {name: cpu_peak_memory(args, name) for name in names if name != 'off'}
     repre = models['repre'].cpu().eval()
     flops = {}  # per view size: (encoder, decoder) forward FLOPs of one image
     for size in sorted(set(view_sizes(args)), reverse=True):
@@ -224,7 +287,9 @@ def main():
         memory_ratio=round(peak['repre'] / peak['base'], 4) if peak else None,
         decoder_flops_ratio=round(decoder_flops / encoder_flops, 4),
         decoder_flops_share=round(decoder_share, 4),
-        wrapper_off_time_ratio=round(medians['off'] / medians['base'], 4),
+        wrapper_off_time_ratio=(round(medians['off'] / medians['base'], 4)
+                                if 'off' in medians else None),
+        **(compiled_ratios(medians, first_step) if args.compile else {}),
         median_step_s=dict((k, round(v, 4)) for k, v in medians.items()),
         images_per_s=dict((k, round(args.batch / v, 1)) for k, v in medians.items()),
         peak_memory_mb=dict((k, round(v / 2**20, 1)) for k, v in peak.items()),

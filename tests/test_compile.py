@@ -1,0 +1,106 @@
+"""RePre with compile_encoder=True (torch.compile of every encoder block and of the decoder,
+inductor on CPU): the same losses as eager over training steps, no graph break in a block or
+the decoder, checkpoints with the eager key layout in both directions."""
+import time
+
+import pytest
+import torch
+
+from mmpretrain.registry import MODELS
+from repre_mm.models.repre import _python_drop_probs
+from helpers import tiny_dino, tiny_repre, views
+
+STEPS = 3
+
+
+def _train(cfg, steps=STEPS, seed=0):
+    """``steps`` AdamW steps on fixed views; the losses of each step and the model."""
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_current_instance()  # MoCo v3's momentum schedule reads it
+    hub.update_info('iter', 0)
+    hub.update_info('max_iters', 100)
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for step in range(steps):
+        torch.manual_seed(100 + step)  # the same dropout / crops draws in both runs
+        parts = model.loss(views(seed=step), None)
+        total, _ = model.parse_losses(parts)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        losses.append({k: v.item() for k, v in parts.items()})
+    return model, losses
+
+
+@pytest.fixture(scope='module')
+def compiled_and_eager():
+    torch._dynamo.reset()
+    t0 = time.time()
+    compiled = _train(tiny_repre(compile_encoder=True))
+    seconds = time.time() - t0
+    return compiled, _train(tiny_repre()), seconds
+
+
+def test_compiled_losses_equal_eager(compiled_and_eager):
+    (model, losses), (_, eager), seconds = compiled_and_eager
+    assert model.compiled_modules, 'nothing was compiled'
+    # every block of the online and the momentum encoder, and the decoder
+    assert len(model.compiled_modules) == 2 * len(model.backbone.layers) + 1
+    for step, (c, e) in enumerate(zip(losses, eager)):
+        assert c.keys() == e.keys()
+        for key in c:  # float32 kernels fused differently: agree to 1e-4 relative
+            assert c[key] == pytest.approx(e[key], rel=1e-4, abs=1e-5), (step, key)
+    print(f'compiled {STEPS} steps in {seconds:.0f} s (compilation included)')
+
+
+def test_compiled_model_checkpoints_load_into_an_eager_one_and_back(compiled_and_eager):
+    (model, _), (eager, _), _ = compiled_and_eager
+    state = model.state_dict()
+    assert not [k for k in state if '_orig_mod' in k]
+    assert list(state) == list(eager.state_dict())
+    eager.load_state_dict(state, strict=True)
+    for (name, a), b in zip(eager.state_dict().items(), state.values()):
+        assert torch.equal(a, b), name
+    model.load_state_dict(eager.state_dict(), strict=True)
+    # the compiled model runs on with the loaded weights, the same as the eager one
+    torch.manual_seed(7)
+    a = model.loss(views(seed=9), None)
+    torch.manual_seed(7)
+    b = eager.loss(views(seed=9), None)
+    assert a['loss'].item() == pytest.approx(b['loss'].item(), rel=1e-4)
+    assert a['loss_rec'].item() == pytest.approx(b['loss_rec'].item(), rel=1e-4)
+
+
+def test_no_graph_break_in_a_block_or_the_decoder():
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_repre())
+    block = model.backbone.layers[0]
+    tokens = torch.randn(2, 17, 64)
+    # mmpretrain's numpy drop-path rates break it 5 times; compile_modules makes them floats
+    assert torch._dynamo.explain(block.forward)(tokens).graph_break_count == 5
+    _python_drop_probs(block)
+    explained = torch._dynamo.explain(block.forward)(tokens)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+    levels = [torch.randn(2, 64, 4, 4) for _ in model.levels]
+    explained = torch._dynamo.explain(model.decoder.forward)(levels)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+
+
+def test_compile_encoder_with_dino_compiles_the_teacher_too():
+    cfg = tiny_repre(framework=tiny_dino(), compile_encoder=dict(backend='eager'))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg)
+    model.init_weights()
+    model.loss(views(), None)
+    compiled = set(map(id, model.compiled_modules))
+    teacher_blocks = [m for name, m in model.named_modules()
+                      if name.startswith('teacher') and type(m) is type(model.backbone.layers[0])]
+    assert teacher_blocks and all(id(m) in compiled for m in teacher_blocks)
+
+
+def test_a_bad_compile_encoder_value_is_a_clear_error():
+    with pytest.raises(TypeError, match='compile_encoder must be a bool or a dict'):
+        MODELS.build(tiny_repre(compile_encoder='yes'))
