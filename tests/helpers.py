@@ -236,7 +236,8 @@ def scene_seg_folder(root, num_classes=4, counts=(('train', 16), ('val', 4), ('t
 
 def run_transfer_benchmark(tool, out, data, *extra, timeout=900):
     """``tools/benchmarks/<tool>.py --quick --data DATA --out OUT *extra`` in a subprocess
-    (seg_transfer, det_transfer); returns (its results.json, its stdout)."""
+    (seg_transfer, det_transfer); returns (its results.json, its stdout): with --first-seed n,
+    results_from_seed<n>.json (seeds 0.. keep their results.json)."""
     import json
     import os
     import os.path as osp
@@ -248,7 +249,9 @@ def run_transfer_benchmark(tool, out, data, *extra, timeout=900):
          *extra], cwd=root, env=dict(os.environ, PYTHONPATH=root), capture_output=True,
         text=True, timeout=timeout)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    with open(osp.join(out, 'results.json')) as f:
+    first = int(extra[list(extra).index('--first-seed') + 1]) if '--first-seed' in extra else 0
+    name = 'results.json' if first == 0 else f'results_from_seed{first}.json'
+    with open(osp.join(out, name)) as f:
         return json.load(f), proc.stdout
 
 

@@ -121,6 +121,9 @@ def test_quick_benchmark_end_to_end(quick_run):
         assert set(diff) == set(METRICS)
         for d in diff.values():
             assert len(d['per_seed']) == 2
+            if d['ci'] is None:  # every seed differed by the same amount
+                assert len(set(d['per_seed'])) == 1 and d['verdict'].startswith('no spread')
+                continue
             low, high = d['ci']
             assert low <= d['mean'] <= high
             assert d['verdict'] == ('better' if low > 0 else 'worse' if high < 0 else
@@ -226,10 +229,15 @@ def test_first_seed_reports_the_fresh_seeds_only(quick_run):
     assert again['zero_iterations']['seed'] == 1
     assert again['paired']['repre - baseline']['box_ap']['per_seed'] == [
         pytest.approx(before[('repre', 1)]['box_ap'] - before[('baseline', 1)]['box_ap'])]
-    report = open(osp.join(out, 'results.md')).read()
+    report = open(osp.join(out, 'results_from_seed1.md')).read()
     assert '| baseline, 0 iterations (seed 1) | 1 |' in report
     assert 'the same seed-1 model before fine-tuning' in report
     assert again['picture'] and osp.isfile(again['picture'])
+    # the report of seeds 0.. stays: the fresh seeds' one has its own name
+    assert again['picture'].endswith('predictions_from_seed1.png')
+    with open(osp.join(out, 'results.json')) as f:
+        assert {(r['method'], r['seed']) for r in json.load(f)['results']} == {
+            (r['method'], r['seed']) for r in summary['results']}
 
 
 def test_given_checkpoints_are_the_same_encoders(quick_run, tmp_path):
@@ -336,3 +344,15 @@ def test_transfer_driver_knows_the_custom_coco_task(tmp_path):
                           timeout=300)
     assert proc.returncode != 0
     assert "data_root='data/my_instances/' does not exist" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_missing_metric_keys_are_zero_only_when_nothing_was_detected():
+    from repre_mm.benchmarks.det_transfer import METRICS, detection_scores
+    full = {key: 0.5 for key in METRICS.values()}
+    scores = detection_scores(full)
+    assert scores['box_ap'] == 50.0 and scores['no_detections'] is False
+    nothing = detection_scores({'coco/other': 1.0})  # no detection at all: every key absent
+    assert nothing['no_detections'] is True and all(nothing[m] == 0.0 for m in METRICS)
+    boxes_only = {k: v for k, v in full.items() if 'segm' not in k}
+    with pytest.raises(KeyError, match='segm_mAP'):
+        detection_scores(boxes_only)

@@ -51,6 +51,9 @@ def test_quick_benchmark_end_to_end(quick_run):
         for key in METRICS:
             d = diff[key]
             assert len(d['per_seed']) == 2
+            if d['ci'] is None:  # every seed differed by the same amount
+                assert len(set(d['per_seed'])) == 1 and d['verdict'].startswith('no spread')
+                continue
             low, high = d['ci']
             assert low <= d['mean'] <= high
             assert d['verdict'] == ('better' if low > 0 else 'worse' if high < 0 else
@@ -184,6 +187,11 @@ def test_first_seed_reports_the_fresh_seeds_only(quick_run):
         pytest.approx(before[('repre', 1)]['finetune_miou'] -
                       before[('baseline', 1)]['finetune_miou'])]
     assert again['picture'] and osp.isfile(again['picture'])
+    # the report of seeds 0.. stays: the fresh seeds' one has its own name
+    assert again['picture'].endswith('predictions_from_seed1.png')
+    with open(osp.join(out, 'results.json')) as f:
+        assert {(r['method'], r['seed']) for r in json.load(f)['results']} == {
+            (r['method'], r['seed']) for r in summary['results']}
 
 
 def test_given_checkpoints_are_scored_like_the_benchmarks_own(quick_run, tmp_path):
@@ -210,6 +218,37 @@ def test_bad_checkpoint_argument_is_a_clear_error(tmp_path):
          'baseline:a.pth'], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and 'METHOD=PATH' in proc.stderr
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--checkpoints', 'baseline=a.pth', '--methods', 'repre'], '--checkpoints names its own'),
+    (['--methods', 'baseline_equal_compute'], 'add baseline and repre to --methods'),
+])
+def test_arguments_that_cannot_go_together_are_refused_at_once(argv, message, capsys):
+    from repre_mm.benchmarks import seg_transfer
+    with pytest.raises(SystemExit):
+        seg_transfer.parse_args(['--data', 'd'] + argv)
+    assert message in capsys.readouterr().err
+
+
+def test_a_misspelled_pretrain_split_is_an_error_naming_the_splits(tmp_path):
+    from repre_mm.benchmarks import seg_transfer
+    data = scene_seg_folder(str(tmp_path / 'data'), counts=(('train', 4), ('test', 2)))
+    args = seg_transfer.parse_args(['--data', data, '--pretrain-splits', 'train', 'vall'])
+    with pytest.raises(SystemExit, match='--pretrain-splits vall: no such split .* train'):
+        seg_transfer.prepare_data(args)
+    # the default names val, which this dataset lacks: train alone, no error
+    assert seg_transfer.prepare_data(seg_transfer.parse_args(['--data', data]))[
+        'pretrain_splits'] == ['train']
+
+
+def test_the_report_names_the_fine_tuning_optimiser_of_the_config(tmp_path):
+    from repre_mm.benchmarks.seg_transfer import optimizer_text
+    assert optimizer_text('configs/downstream/mmseg/upernet_vit-small-p16_8xb2-10k_camvid-'
+                          '360x480.py', 1e-3) == 'AdamW lr 0.001, layer decay 0.65'
+    config = tmp_path / 'sgd.py'
+    config.write_text("optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.01))\n")
+    assert optimizer_text(str(config), 0.01) == 'SGD lr 0.01'
 
 
 def test_probe_separates_an_encoder_that_sees_from_a_blind_one(tmp_path):

@@ -43,6 +43,9 @@ def check_summary(summary, stdout, methods, seeds):
             d = diff[key]
             assert len(d['per_seed']) == seeds
             assert d['mean'] == pytest.approx(sum(d['per_seed']) / seeds)
+            if d['ci'] is None:  # every seed differed by the same amount
+                assert len(set(d['per_seed'])) == 1 and d['verdict'].startswith('no spread')
+                continue
             low, high = d['ci']
             assert low <= d['mean'] <= high and d['verdict'] in VERDICTS
             assert d['verdict'] == ('better' if low > 0 else 'worse' if high < 0 else
@@ -242,6 +245,10 @@ def test_paired_stats_verdicts():
     half = 4.302652729911275 * np.std([2.5, -0.5, -1.0], ddof=1) / np.sqrt(3)
     assert mixed['ci'] == pytest.approx([1 / 3 - half, 1 / 3 + half], rel=1e-4)
     assert paired_stats([1.0])['ci'] is None
+    # the same difference on every seed: no interval, and no verdict of better or worse
+    same = paired_stats([7.0, 7.0, 7.0])
+    assert same['ci'] is None and same['mean'] == 7.0
+    assert same['verdict'] == 'no spread over 3 seeds: interval not estimable'
 
 
 # t(0.975, df) from scipy.stats.t.ppf, written out: the table must match it to 3 decimals

@@ -45,8 +45,8 @@ from ..utils.resources import shipped_config
 from .runs import Job, checkpoint_of, read_json, run_jobs, tool, write_json
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, config_key,
-                       finetune_jobs, parse_checkpoints, pretrain_config_of, vit_size,
-                       write_picture_grid, write_results)
+                       finetune_jobs, output_name, parse_checkpoints, pretrain_config_of,
+                       vit_size, write_picture_grid, write_results)
 
 DOC = __doc__
 FULL_CONFIG = 'configs/downstream/mmdet/mask-rcnn_vit-small-p16-sfp_8xb2-1x_coco.py'
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                        'baseline_equal_compute; a DINO run has no equal-compute baseline)')
     group.add_argument('--checkpoints', nargs='+', metavar='METHOD=PATH',
                        help='fine-tune these checkpoints (one or several per method, the i-th '
-                       'of a method is seed i)')
+                       'of a method is seed --first-seed + i)')
     group.add_argument('--pretrain-config',
                        help='the pre-training config of --checkpoints (default: the config '
                        'stored in the checkpoint by mmengine)')
@@ -400,10 +400,16 @@ def initial_weights(config: str, pretrain_checkpoint: str, seed: int, path: str)
 
 
 def detection_scores(metrics: dict) -> dict:
-    """Percent AP of tools/test.py's metrics. CocoMetric writes no key when the model made no
-    detection above the score threshold on the whole test split: its AP is then 0."""
+    """Percent AP of tools/test.py's metrics. CocoMetric writes no key at all when the model made
+    no detection above the score threshold on the whole test split: every AP is then 0 and
+    ``no_detections`` says why. Some keys without the others is an error, never a silent 0."""
+    missing = [key for key in METRICS.values() if key not in metrics]
+    if missing and len(missing) < len(METRICS):
+        raise KeyError(f'the test metrics lack {missing} but have '
+                       f'{sorted(k for k in metrics if k.startswith("coco/"))}: is the '
+                       f'evaluator\'s metric list (bbox, segm) the one this benchmark reads?')
     scores = {m: 100 * metrics[key] if key in metrics else 0.0 for m, key in METRICS.items()}
-    scores['no_detections'] = not any(key in metrics for key in METRICS.values())
+    scores['no_detections'] = bool(missing)
     return scores
 
 
@@ -468,7 +474,9 @@ def prediction_picture(args, data, methods: List[str], path: str) -> Optional[st
         name = run_name(method, args.first_seed)
         checkpoint = checkpoint_of(osp.join(args.out, 'finetune', name))
         if checkpoint is None:
-            return None
+            raise FileNotFoundError(f'the picture needs the fine-tuned {name}, and '
+                                    f'{osp.join(args.out, "finetune", name)} has no checkpoint: '
+                                    f'did its fine-tuning finish? (see its log there)')
         model = build_detector(osp.join(args.out, 'finetune', 'configs', f'{name}.py'))
         load_strict(model, load_weights(checkpoint), source=checkpoint)
         models.append(model.eval())
@@ -576,7 +584,7 @@ def write_report(args, data, runs, results, zero, timing, picture) -> dict:
                    encoders={m: [dict(config=c, checkpoint=p) for c, p in seeds]
                              for m, seeds in runs.items()},
                    torch=torch.__version__)
-    write_results(args.out, summary, lines)
+    write_results(args.out, summary, lines, args.first_seed)
     return summary
 
 
@@ -599,12 +607,14 @@ def main(argv=None):
     timing['fine-tuning'] = time.time() - t1
     t2 = time.time()
     shown = [m for m in ('baseline', 'repre') if m in runs] or list(runs)[:2]
-    picture = prediction_picture(args, data, shown, osp.join(args.out, 'predictions.png'))
+    picture_path = osp.join(args.out, output_name('predictions', args.first_seed) + '.png')
+    picture = prediction_picture(args, data, shown, picture_path)
     timing['picture'] = time.time() - t2
     timing['total'] = time.time() - t0
     results = merge(scores, pretrain_iters, args.first_seed)
     summary = write_report(args, data, runs, results, zero, timing, picture)
-    print(f'total {timing["total"]:.0f} s; {osp.join(args.out, "results.md")}; picture '
+    report = osp.join(args.out, output_name('results', args.first_seed) + '.md')
+    print(f'total {timing["total"]:.0f} s; {report}; picture '
           f'{picture}')
     return summary
 

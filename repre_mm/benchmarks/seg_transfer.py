@@ -52,13 +52,14 @@ from ..utils.resources import shipped_config
 from .runs import checkpoint_of, file_key, read_json, run_jobs, stored_or_computed
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, finetune_jobs,
-                       parse_checkpoints, pretrain_config_of, vit_size, write_picture_grid,
-                       write_results)
+                       output_name, parse_checkpoints, pretrain_config_of, vit_size,
+                       write_picture_grid, write_results)
 
 DOC = __doc__
 METRICS = ('probe_miou', 'probe_miou_mid', 'finetune_miou')
 METRIC_NAMES = dict(probe_miou='probe mIoU (final norm)', probe_miou_mid='probe mIoU (mid block)',
                     finetune_miou='fine-tuned mIoU')
+PRETRAIN_SPLITS = ['train', 'val']  # val where the dataset has one
 FULL_CONFIG = 'configs/downstream/mmseg/upernet_vit-small-p16_8xb2-10k_camvid-360x480.py'
 PROBE_FILE = 'seg_probe.json'
 # bump when the probe changes what it measures: stored scores then no longer match
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--patch', type=int, default=8)
     group.add_argument('--levels', type=int, nargs='+',
                        help="RePre's tapped blocks (default: the shipped config's)")
-    group.add_argument('--pretrain-splits', nargs='+', default=['train', 'val'],
+    group.add_argument('--pretrain-splits', nargs='+', default=PRETRAIN_SPLITS,
                        help='image splits pre-trained on (a missing optional split is skipped)')
     group.add_argument('--pretrain-short-side', type=int,
                        help='pre-train on copies of the images downscaled to this short side '
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                        'their scale; decoding small copies is several times faster.')
     group.add_argument('--checkpoints', nargs='+', metavar='METHOD=PATH',
                        help='evaluate these checkpoints instead of pre-training (one or several '
-                       'per method, the i-th of a method is seed i)')
+                       'per method, the i-th of a method is seed --first-seed + i)')
     group.add_argument('--pretrain-config',
                        help='the pre-training config of --checkpoints (default: the config '
                        'stored in the checkpoint by mmengine)')
@@ -120,9 +121,14 @@ def parse_args(argv=None):
                             finetune_iters=4, finetune_batch=2, head_channels=16,
                             picture_images=2)
     args = parser.parse_args(argv)
+    if args.checkpoints and args.methods:
+        parser.error('--methods selects the runs to pre-train; --checkpoints names its own.')
     if args.methods is None:
         args.methods = ['baseline', 'repre'] + ([EQUAL_COMPUTE]
                                                 if args.framework == 'mocov3' else [])
+    if EQUAL_COMPUTE in args.methods and not {'baseline', 'repre'} <= set(args.methods):
+        parser.error(f'{EQUAL_COMPUTE} is timed against the baseline and RePre runs of the same '
+                     f'seeds: add baseline and repre to --methods (finished runs are reused).')
     if args.framework == 'dino' and EQUAL_COMPUTE in args.methods:
         parser.error('baseline_equal_compute is MoCo v3 only: DINOTeacherTempHook counts '
                      'epochs, which an iteration-based run does not advance.')
@@ -139,10 +145,15 @@ def parse_args(argv=None):
 def prepare_data(args) -> dict:
     """The dataset checked once (every pair, size and label value) and its statistics."""
     info = check_seg_folder(args.data, splits=('train', 'test'))
-    splits = [s for s in args.pretrain_splits if s in info.pairs]
-    if 'test' in splits:
+    if 'test' in args.pretrain_splits:
         raise SystemExit('--pretrain-splits must not name the test split: the benchmark is '
                          'scored on it.')
+    # the default names val, which a dataset may not have; a split named by hand must exist
+    missing = [s for s in args.pretrain_splits if s not in info.pairs]
+    if missing and args.pretrain_splits != PRETRAIN_SPLITS:
+        raise SystemExit(f'--pretrain-splits {" ".join(missing)}: no such split in {args.data} '
+                         f'(it has {", ".join(sorted(info.pairs))}).')
+    splits = [s for s in args.pretrain_splits if s in info.pairs]
     images = [image for split in splits for image, _ in info.pairs[split]]
     mean, std, colour = image_statistics(images[:2000], args.short_side)
     short = 2 * args.crop if args.pretrain_short_side is None else args.pretrain_short_side
@@ -414,7 +425,9 @@ def prediction_picture(args, data, methods: List[str], path: str) -> Optional[st
         work_dir = osp.join(args.out, 'finetune', name)
         checkpoint = checkpoint_of(work_dir)
         if checkpoint is None:
-            return None
+            raise FileNotFoundError(f'the picture needs the fine-tuned {name}, and '
+                                    f'{osp.join(args.out, "finetune", name)} has no checkpoint: '
+                                    f'did its fine-tuning finish? (see its log there)')
         config = osp.join(args.out, 'finetune', 'configs', f'{name}.py')
         cfg = Config.fromfile(config)
         cfg.model.backbone.init_cfg = None
@@ -484,6 +497,13 @@ def per_class_table(results, classes, key) -> List[str]:
     return lines
 
 
+def optimizer_text(config: str, lr: float) -> str:
+    """'AdamW lr 0.001, layer decay 0.65' as the fine-tuning config says, not as assumed."""
+    wrapper = Config.fromfile(shipped_config(config)).optim_wrapper
+    decay = (wrapper.get('paramwise_cfg') or {}).get('layer_decay_rate')
+    return f'{wrapper.optimizer.type} lr {lr}' + (f', layer decay {decay}' if decay else '')
+
+
 def describe(args, data, pretrain_info) -> str:
     info, spec = data['info'], data['spec']
     if args.checkpoints:
@@ -500,8 +520,8 @@ def describe(args, data, pretrain_info) -> str:
     finetune = ('no fine-tuning' if args.no_finetune else
                 f'fine-tuning: UperNet ({args.head_channels} channels) through mmseg, '
                 f'{args.finetune_iters} iterations of {args.finetune_batch} '
-                f'{args.short_side}x{args.short_side} crops, AdamW lr {args.finetune_lr}, '
-                f'layer decay 0.65')
+                f'{args.short_side}x{args.short_side} crops, '
+                f'{optimizer_text(args.finetune_config, args.finetune_lr)}')
     return (f'{args.data}: {len(info.classes)} classes, {len(info.pairs["train"])} train / '
             f'{len(info.pairs["test"])} test images. Encoders: {what}. Probe: linear 1x1 head '
             f'on frozen patch tokens, images at short side {args.short_side} px, logits '
@@ -526,7 +546,7 @@ def write_report(args, data, results, raw_pixels, pretrain_info, timing, picture
     summary = dict(settings=settings, classes=classes, results=results, raw_pixels=raw_pixels,
                    paired=comparisons, equal_compute=pretrain_info, timing_s=timing,
                    picture=picture, torch=torch.__version__)
-    write_results(args.out, summary, lines)
+    write_results(args.out, summary, lines, args.first_seed)
     return summary
 
 
@@ -549,12 +569,13 @@ def main(argv=None):
         parts.append(finetune_scores(args, data, runs))
         timing['fine-tuning'] = time.time() - t2
         shown = [m for m in ('baseline', 'repre') if m in runs] or list(runs)[:2]
-        picture = prediction_picture(args, data, shown,
-                                     osp.join(args.out, 'predictions.png'))
+        picture_path = osp.join(args.out, output_name('predictions', args.first_seed) + '.png')
+        picture = prediction_picture(args, data, shown, picture_path)
     timing['total'] = time.time() - t0
     results = merge(parts, args.first_seed)
     summary = write_report(args, data, results, raw_pixels, pretrain_info, timing, picture)
-    print(f'total {timing["total"]:.0f} s; {osp.join(args.out, "results.md")}; picture '
+    report = osp.join(args.out, output_name('results', args.first_seed) + '.md')
+    print(f'total {timing["total"]:.0f} s; {report}; picture '
           f'{picture}')
     return summary
 

@@ -28,14 +28,22 @@ def t_quantile_95(df: int) -> float:
 
 
 def paired_stats(diffs: Sequence[float], level: float = 0.95) -> Dict:
-    """Mean of paired differences (one per seed), its Student-t interval and a verdict."""
+    """Mean of paired differences (one per seed), its Student-t interval and a verdict: better,
+    worse, no measurable difference; with one seed, or with no spread between the seeds'
+    differences, no interval (``ci`` None) and a verdict that says why."""
     if level != 0.95:
         raise ValueError(f'only 95 % intervals are tabulated; got level={level}.')
     diffs = list(diffs)
     mean = statistics.mean(diffs)
     if len(diffs) < 2:
         return dict(per_seed=diffs, mean=mean, ci=None, verdict='one seed: no interval')
-    half = t_quantile_95(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    spread = statistics.stdev(diffs)
+    if spread == 0:
+        # every seed differs by the same amount (a discrete metric on a small test set): a
+        # zero-width interval would decide on no evidence of how the difference varies
+        return dict(per_seed=diffs, mean=mean, ci=None,
+                    verdict=f'no spread over {len(diffs)} seeds: interval not estimable')
+    half = t_quantile_95(len(diffs) - 1) * spread / math.sqrt(len(diffs))
     low, high = mean - half, mean + half
     verdict = 'better' if low > 0 else 'worse' if high < 0 else 'no measurable difference'
     return dict(per_seed=diffs, mean=mean, ci=[low, high], verdict=verdict)

@@ -176,9 +176,18 @@ def write_picture_grid(rows: List[List[np.ndarray]], titles: List[str], path: st
     return path
 
 
-def write_results(out: str, summary: dict, lines: List[str]) -> None:
-    """<out>/results.json (``summary``) and <out>/results.md (``lines``), also printed."""
-    write_json(osp.join(out, 'results.json'), summary)
-    with open(osp.join(out, 'results.md'), 'w') as f:
+def output_name(stem: str, first_seed: int) -> str:
+    """``results`` for seeds 0.., ``results_from_seed3`` for --first-seed 3: a confirmation on
+    fresh seeds in the same --out never overwrites the report it confirms."""
+    return stem if first_seed == 0 else f'{stem}_from_seed{first_seed}'
+
+
+def write_results(out: str, summary: dict, lines: List[str], first_seed: int = 0) -> str:
+    """<out>/results.json (``summary``) and <out>/results.md (``lines``; ``results_from_seed<n>``
+    with a first seed n > 0), also printed. Returns the .md path."""
+    name = osp.join(out, output_name('results', first_seed))
+    write_json(name + '.json', summary)
+    with open(name + '.md', 'w') as f:
         f.write('\n'.join(lines) + '\n')
     print('\n' + '\n'.join(lines) + '\n')
+    return name + '.md'
