@@ -67,8 +67,12 @@ def test_overhead_dino_pair_decodes_the_global_crops_only():
 
 
 def test_overhead_compile_times_the_four_steps_and_keeps_compilation_apart():
-    [result] = _run(['tools/benchmarks/overhead.py', '--quick', '--compile', '--no-memory'])
-    assert set(result['median_step_s']) == {'repre', 'base', 'repre_compiled', 'base_compiled'}
+    [result] = _run(['tools/benchmarks/overhead.py', '--quick', '--compile', '--no-memory',
+                     '--extra-models', 'repre_compiled_fused', 'repre_cp'])
+    assert set(result['median_step_s']) == {'repre', 'base', 'repre_compiled', 'base_compiled',
+                                            'repre_compiled_fused', 'repre_cp'}
+    assert set(result['over_eager_base']) == set(result['median_step_s'])
+    assert result['over_eager_base']['base'] == 1.0
     assert all(v > 0 for v in result['median_step_s'].values())
     steps = result['median_step_s']
     # (the medians are printed rounded to 0.1 ms, the ratios from the exact ones)
@@ -81,3 +85,10 @@ def test_overhead_compile_times_the_four_steps_and_keeps_compilation_apart():
     assert set(result['compile_s']) == {'repre_compiled', 'base_compiled'}
     assert result['compile_s']['repre_compiled'] > 5 * steps['repre_compiled']
     assert result['wrapper_off_time_ratio'] is None
+
+
+def test_overhead_refuses_an_unknown_model_name():
+    out = subprocess.run([sys.executable, 'tools/benchmarks/overhead.py', '--quick',
+                          '--extra-models', 'base_cp'], cwd=ROOT, capture_output=True,
+                         text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    assert out.returncode == 2 and "model 'base_cp'" in out.stderr

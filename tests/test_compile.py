@@ -145,3 +145,27 @@ def test_mmengine_compile_true_trains_repre_with_eagers_losses(tmp_path):
     for c, e in zip(compiled, eager):
         for key in ('loss', 'loss_rec'):
             assert c[key] == pytest.approx(e[key], rel=1e-3), (c['iter'], key)
+
+
+def test_activation_checkpointing_keeps_the_losses_and_the_gradients():
+    """with_cp: the online blocks recompute their activations in the backward; the taps still
+    read each block once, and the losses and every gradient are the ones without it."""
+    results = []
+    for with_cp in (False, True):
+        torch.manual_seed(0)
+        model = MODELS.build(tiny_repre(with_cp=with_cp))
+        model.init_weights()
+        torch.manual_seed(1)
+        parts = model.loss(views(), None)
+        total, _ = model.parse_losses(parts)
+        total.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((parts, grads, model))
+    (plain, plain_grads, _), (cp, cp_grads, model) = results
+    assert len(model.checkpointed_modules) == len(model.backbone.layers)
+    assert all(m in list(model.backbone.modules()) for m in model.checkpointed_modules)
+    for key in plain:
+        assert torch.allclose(cp[key], plain[key], rtol=1e-6, atol=1e-7), key
+    assert plain_grads.keys() == cp_grads.keys() and any('decoder' in n for n in cp_grads)
+    for name in plain_grads:
+        assert torch.allclose(cp_grads[name], plain_grads[name], rtol=1e-5, atol=1e-7), name

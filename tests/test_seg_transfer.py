@@ -96,6 +96,8 @@ def test_written_finetune_config_trains_and_tests_with_the_tools(quick_run, tmp_
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr[-3000:]
     assert 'repre_seed1/backbone.pth (strict)' in train.stdout + train.stderr
+    from mmengine.config import Config  # its checkpoints are written atomically
+    assert Config.fromfile(config).default_hooks.checkpoint.type == 'AtomicCheckpointHook'
     checkpoint = open(osp.join(work, 'last_checkpoint')).read().strip()
     metrics = str(tmp_path / 'metrics.json')
     test = subprocess.run([sys.executable, 'tools/test.py', config, checkpoint, '--work-dir',

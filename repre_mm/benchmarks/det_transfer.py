@@ -332,7 +332,7 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
         dict(type='MultiStepLR', by_epoch=False, begin=0, end=iters, gamma=0.1,
              milestones=[round(iters * 8 / 12), round(iters * 11 / 12)])]
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=iters,
+    cfg.default_hooks.checkpoint = dict(type='AtomicCheckpointHook', by_epoch=False, interval=iters,
                                         max_keep_ckpts=1)
     cfg.default_hooks.logger.interval = 1 if args.quick else 10
     cfg.log_processor = dict(type='LogProcessor', window_size=10, by_epoch=False)

@@ -4,6 +4,7 @@ Wang et al., "RePre: Improving Self-Supervised Vision Transformer with Reconstru
 Pre-training", IJCAI 2022 (arXiv 2201.06857).
 """
 import copy
+import functools
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -28,6 +29,17 @@ def compile_blocks(model: nn.Module, block_type: type, extra: Sequence[nn.Module
         _python_drop_probs(module)
         module.forward = torch.compile(module.forward, **(options or {}))
     return modules
+
+
+def checkpoint_blocks(model: nn.Module, block_type: type) -> List[nn.Module]:
+    """Activation checkpointing of every ``block_type`` module of ``model``, in place: each
+    block's ``forward`` runs under ``torch.utils.checkpoint`` (non-reentrant, RNG state kept,
+    so dropout draws the same in the recomputation); hooks on the block run outside, once."""
+    from torch.utils.checkpoint import checkpoint
+    blocks = [m for m in model.modules() if type(m) is block_type]
+    for block in blocks:
+        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
+    return blocks
 
 
 def _python_drop_probs(module: nn.Module) -> None:
@@ -72,6 +84,9 @@ class RePre(BaseModel):
             taps stay outside the compiled code; parameter names, checkpoints and the momentum
             update are unchanged. Defaults to False. (mmengine's ``compile=True`` compiles the
             whole ``train_step`` instead.)
+        with_cp (bool): activation checkpointing of the online encoder's blocks: their
+            activations are recomputed in the backward instead of kept (less memory, more
+            time). The taps still read each block's output. Defaults to False.
         data_preprocessor (dict, optional): passed to the framework when its config has none.
         init_cfg (dict, optional): mmengine init config.
     """
@@ -83,6 +98,7 @@ class RePre(BaseModel):
                  rec_head: dict = dict(type='RePreReconstructionHead'),
                  reconstruct_local_crops: bool = False,
                  compile_encoder: Union[bool, dict] = False,
+                 with_cp: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         framework = self._build_framework(framework, data_preprocessor)
@@ -112,6 +128,8 @@ class RePre(BaseModel):
                             f'arguments, got {compile_encoder!r}.')
         self.compile_encoder = compile_encoder
         self.compiled_modules: List[nn.Module] = []
+        self.with_cp = with_cp
+        self.checkpointed_modules: List[nn.Module] = []
 
     def compile_modules(self) -> List[nn.Module]:
         """Compile, once, the forward of each encoder block and of the decoder (see
@@ -119,12 +137,17 @@ class RePre(BaseModel):
         framework, so the momentum / teacher copies are compiled too; each block's instance
         gets its own compiled ``forward`` (hooks on it, the taps, run outside). Called by
         :meth:`loss` at the first step, after the framework made its copies: a module copied
-        after this call would keep a forward bound to the original. Returns the modules."""
-        if self.compiled_modules or not self.compile_encoder:
-            return self.compiled_modules
-        options = self.compile_encoder if isinstance(self.compile_encoder, dict) else {}
-        self.compiled_modules = compile_blocks(self.framework, type(self.tap.level_modules()[0]),
-                                               extra=[self.decoder], options=options)
+        after this call would keep a forward bound to the original. With ``with_cp`` it also
+        checkpoints the online encoder's blocks (:func:`checkpoint_blocks`). Returns the
+        compiled modules."""
+        if self.compile_encoder and not self.compiled_modules:
+            options = self.compile_encoder if isinstance(self.compile_encoder, dict) else {}
+            self.compiled_modules = compile_blocks(
+                self.framework, type(self.tap.level_modules()[0]), extra=[self.decoder],
+                options=options)
+        if self.with_cp and not self.checkpointed_modules:  # around the compiled forward
+            self.checkpointed_modules = checkpoint_blocks(
+                self.backbone, type(self.tap.level_modules()[0]))
         return self.compiled_modules
 
     @staticmethod

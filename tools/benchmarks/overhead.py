@@ -90,11 +90,16 @@ def parse_args():
     parser.add_argument('--quick', action='store_true', help='tiny ViT, 2 iterations')
     parser.add_argument('--compile', action='store_true',
                         help='also time both models with their blocks and decoder compiled')
+    parser.add_argument('--extra-models', nargs='+', default=[], metavar='NAME',
+                        help='more models timed in the same run: repre or base, then any of '
+                        '_compiled, _fused (fused AdamW), _cp (activation checkpointing of the '
+                        'online blocks, RePre only), e.g. repre_compiled_fused base_fused')
     parser.add_argument('--no-memory', action='store_true',
                         help='CPU: skip the peak-memory probes (two more processes)')
-    parser.add_argument('--memory-probe', choices=[
-        'repre', 'base', 'off', 'repre_compiled', 'base_compiled'], help=argparse.SUPPRESS)
+    parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for name in args.extra_models + ([args.memory_probe] if args.memory_probe else []):
+        model_options(parser, name)
     dino = args.pair == 'dino'
     if args.quick:
         args.configs = args.configs or (DINO_QUICK_CONFIGS if dino else QUICK_CONFIGS)
@@ -109,16 +114,33 @@ def parse_args():
     return args
 
 
+def model_options(parser, name):
+    """'repre', 'base' or 'off' (RePre with the reconstruction branch off), then options:
+    'compiled' (blocks and decoder compiled in place, at the first step), 'fused' (fused
+    AdamW), 'cp' (RePre's with_cp). Returns (kind, options)."""
+    kind, *options = name.split('_')
+    if kind not in ('repre', 'base', 'off') or not set(options) <= {'compiled', 'fused', 'cp'} \
+            or (kind == 'base' and 'cp' in options):
+        message = (f'model {name!r}: repre, base or off, then any of _compiled, _fused, _cp '
+                   f'(RePre only), e.g. repre_compiled_fused')
+        if parser:
+            parser.error(message)
+        raise ValueError(message)
+    return kind, set(options)
+
+
 def build(args, which):
-    """'repre', 'base', 'off' (RePre with the reconstruction branch off), 'repre_compiled' or
-    'base_compiled' (blocks and decoder compiled in place, at the first step)."""
-    kind, compiled = which.split('_')[0], which.endswith('_compiled')
+    """A model named as :func:`model_options` reads it, in train mode on the device."""
+    kind, options = model_options(None, which)
+    compiled = 'compiled' in options
     cfg = Config.fromfile(osp.join(ROOT, args.configs[0 if kind != 'base' else 1]))
     model_cfg = cfg.model
     if kind == 'off':
         model_cfg.rec_head.loss_weight = 0.0
     if kind == 'repre' and compiled:
         model_cfg.compile_encoder = True
+    if 'cp' in options:
+        model_cfg.with_cp = True
     backbone = model_cfg.framework.backbone if kind != 'base' else model_cfg.backbone
     backbone.img_size = args.img_size
     torch.manual_seed(0)
@@ -135,12 +157,13 @@ def view_sizes(args):
     return [args.img_size] * 2 + [args.local_size] * args.local_crops
 
 
-def make_step(args, model):
+def make_step(args, model, fused=False):
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
     views = [torch.randn(args.batch, 3, size, size, generator=g).to(device)
              for size in view_sizes(args)]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+                                  fused=fused or None)
     dtype = getattr(torch, args.amp_dtype) if args.amp else None
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and dtype == torch.float16)
 
@@ -187,7 +210,7 @@ def memory_probe(args):
     is no step's), every model is measured the same other way: the peak RSS growth of one step
     after the warm-up, over the RSS before it (optimizer state already allocated)."""
     model = build(args, args.memory_probe)
-    step = make_step(args, model)
+    step = make_step(args, model, fused='fused' in model_options(None, args.memory_probe)[1])
     if args.compile:
         for _ in range(args.warmup):
             step()
@@ -239,9 +262,10 @@ def main():
         return memory_probe(args)
 
     names = (('repre', 'base', 'repre_compiled', 'base_compiled') if args.compile
-             else ('repre', 'base', 'off'))
+             else ('repre', 'base', 'off')) + tuple(args.extra_models)
     models = {name: build(args, name) for name in names}
-    steps = {name: make_step(args, models[name]) for name in names}
+    steps = {name: make_step(args, models[name], fused='fused' in model_options(None, name)[1])
+             for name in names}
     times = {name: [] for name in names}
     first_step = {}
     gpu_peak = {}
@@ -290,6 +314,7 @@ def main():
         wrapper_off_time_ratio=(round(medians['off'] / medians['base'], 4)
                                 if 'off' in medians else None),
         **(compiled_ratios(medians, first_step) if args.compile else {}),
+        over_eager_base={name: round(medians[name] / medians['base'], 4) for name in names},
         median_step_s=dict((k, round(v, 4)) for k, v in medians.items()),
         images_per_s=dict((k, round(args.batch / v, 1)) for k, v in medians.items()),
         peak_memory_mb=dict((k, round(v / 2**20, 1)) for k, v in peak.items()),
