@@ -68,9 +68,9 @@ def test_overhead_dino_pair_decodes_the_global_crops_only():
 
 def test_overhead_compile_times_the_four_steps_and_keeps_compilation_apart():
     [result] = _run(['tools/benchmarks/overhead.py', '--quick', '--compile', '--no-memory',
-                     '--extra-models', 'repre_compiled_fused', 'repre_cp'])
+                     '--extra-models', 'repre_compiled_fused', 'repre_cp', 'repre_cl'])
     assert set(result['median_step_s']) == {'repre', 'base', 'repre_compiled', 'base_compiled',
-                                            'repre_compiled_fused', 'repre_cp'}
+                                            'repre_compiled_fused', 'repre_cp', 'repre_cl'}
     assert set(result['over_eager_base']) == set(result['median_step_s'])
     assert result['over_eager_base']['base'] == 1.0
     assert all(v > 0 for v in result['median_step_s'].values())

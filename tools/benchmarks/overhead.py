@@ -93,7 +93,8 @@ def parse_args():
     parser.add_argument('--extra-models', nargs='+', default=[], metavar='NAME',
                         help='more models timed in the same run: repre or base, then any of '
                         '_compiled, _fused (fused AdamW), _cp (activation checkpointing of the '
-                        'online blocks, RePre only), e.g. repre_compiled_fused base_fused')
+                        'online blocks, RePre only), _cl (the decoder in channels-last, RePre '
+                        'only), e.g. repre_compiled_fused base_fused')
     parser.add_argument('--no-memory', action='store_true',
                         help='CPU: skip the peak-memory probes (two more processes)')
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
@@ -117,12 +118,14 @@ def parse_args():
 def model_options(parser, name):
     """'repre', 'base' or 'off' (RePre with the reconstruction branch off), then options:
     'compiled' (blocks and decoder compiled in place, at the first step), 'fused' (fused
-    AdamW), 'cp' (RePre's with_cp). Returns (kind, options)."""
+    AdamW), 'cp' (RePre's with_cp), 'cl' (RePre's decoder in channels-last memory format).
+    Returns (kind, options)."""
     kind, *options = name.split('_')
-    if kind not in ('repre', 'base', 'off') or not set(options) <= {'compiled', 'fused', 'cp'} \
-            or (kind == 'base' and 'cp' in options):
-        message = (f'model {name!r}: repre, base or off, then any of _compiled, _fused, _cp '
-                   f'(RePre only), e.g. repre_compiled_fused')
+    if kind not in ('repre', 'base', 'off') or \
+            not set(options) <= {'compiled', 'fused', 'cp', 'cl'} or \
+            (kind == 'base' and {'cp', 'cl'} & set(options)):
+        message = (f'model {name!r}: repre, base or off, then any of _compiled, _fused, _cp, '
+                   f'_cl (the last two RePre only), e.g. repre_compiled_fused')
         if parser:
             parser.error(message)
         raise ValueError(message)
@@ -147,6 +150,8 @@ def build(args, which):
     model = revert_sync_batchnorm(MODELS.build(model_cfg))  # one process: plain BN
     model.init_weights()
     model = model.to(args.device).train()
+    if 'cl' in options:  # the convolutions then run in NHWC, oneDNN's (and cuDNN's) own layout
+        model.decoder.to(memory_format=torch.channels_last)
     if kind == 'base' and compiled:  # as RePre's compile_encoder does for its framework
         compile_blocks(model, type(model.backbone.layers[0]))
     return model
