@@ -140,7 +140,7 @@ def build(args, which):
     model_cfg = cfg.model
     if kind == 'off':
         model_cfg.rec_head.loss_weight = 0.0
-    if kind == 'repre' and compiled:
+    if kind != 'base' and compiled:  # RePre, and RePre with the branch off
         model_cfg.compile_encoder = True
     if 'cp' in options:
         model_cfg.with_cp = True
