@@ -136,13 +136,15 @@ def _train_tool_losses(tmp_path, config, name, *options):
 @pytest.mark.parametrize('config', [
     'configs/repre/repre_mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
     'configs/baselines/mocov3_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
-], ids=['repre_mocov3', 'mocov3'])
+    'configs/repre/repre_dino_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
+    'configs/baselines/dino_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py',
+], ids=['repre_mocov3', 'mocov3', 'repre_dino', 'dino'])
 def test_mmengine_compile_true_trains_with_eagers_losses(tmp_path, config):
     """mmengine's own option, ``compile=True``: the whole train_step compiled. It trains RePre
-    on MoCo v3 and the baseline, and keeps the numbers (on CPU it recompiles the
+    on MoCo v3 and DINO and their baselines, and keeps the numbers (on CPU it recompiles the
     per-parameter momentum update until dynamo's limit and is slow: compile_encoder is the
-    option to use). Not with our DINO configs: dynamo fails inside AdamW.step on their
-    paramwise param groups (InternalTorchDynamoError, torch 2.13), docs/benchmarks.md."""
+    option to use). The DINO configs name PlainParamGroupsOptimWrapperConstructor: with
+    mmengine's default one, dynamo fails inside AdamW.step (see the test below)."""
     eager, _ = _train_tool_losses(tmp_path, config, 'eager')
     compiled, log = _train_tool_losses(tmp_path, config, 'compiled', 'compile=True')
     assert 'Model has been "compiled"' in log
@@ -176,3 +178,31 @@ def test_activation_checkpointing_keeps_the_losses_and_the_gradients():
     assert plain_grads.keys() == cp_grads.keys() and any('decoder' in n for n in cp_grads)
     for name in plain_grads:
         assert torch.allclose(cp_grads[name], plain_grads[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_plain_param_groups_are_dicts_with_the_default_constructors_values():
+    """The DINO configs' constructor: the same groups (keys, values, parameters) as mmengine's
+    default one, as plain dicts; the default's are ConfigDicts, which dynamo cannot trace in
+    AdamW.step under compile=True."""
+    from mmengine.config import Config, ConfigDict
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmpretrain')
+    import os.path as osp
+    root = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    cfg = Config.fromfile(
+        osp.join(root, 'configs/repre/repre_dino_vit-tiny-p4_1xb128-coslr-20e_fashion-mnist.py'))
+    assert cfg.optim_wrapper.constructor == 'PlainParamGroupsOptimWrapperConstructor'
+    model = MODELS.build(cfg.model)
+    plain = build_optim_wrapper(model, cfg.optim_wrapper).optimizer.param_groups
+    default_cfg = cfg.optim_wrapper.copy()
+    default_cfg.pop('constructor')
+    default = build_optim_wrapper(model, default_cfg).optimizer.param_groups
+    assert all(type(g) is ConfigDict for g in default)
+    assert all(type(g) is dict for g in plain)
+    assert len(plain) == len(default) > 2
+    for p, d in zip(plain, default):
+        assert p.keys() == d.keys()
+        assert [id(x) for x in p['params']] == [id(x) for x in d['params']]
+        assert {k: v for k, v in p.items() if k != 'params'} == \
+            {k: v for k, v in d.items() if k != 'params'}

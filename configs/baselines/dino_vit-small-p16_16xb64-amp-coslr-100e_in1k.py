@@ -28,7 +28,9 @@ optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.04),
     clip_grad=dict(max_norm=3.0),
     # biases and norms are not regularised (the official code's two parameter groups)
-    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0))
+    paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0),
+    # plain-dict param groups: mmengine's compile=True cannot trace its ConfigDict ones
+    constructor='PlainParamGroupsOptimWrapperConstructor')
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-4, by_epoch=True, begin=0, end=10,
          convert_to_iter_based=True),

@@ -2,7 +2,8 @@ from .atomic_checkpoint_hook import AtomicCheckpointHook, AtomicLocalBackend
 from .health_hook import TrainHealthHook
 from .knn_hook import KNNEvaluationHook
 from .non_finite_hook import NonFiniteLossHook
-from .optim_wrappers import BackboneLayerDecayOptimWrapperConstructor, BF16AutocastOptimWrapper
+from .optim_wrappers import (BackboneLayerDecayOptimWrapperConstructor, BF16AutocastOptimWrapper,
+                             PlainParamGroupsOptimWrapperConstructor)
 from .random_state_hook import RandomStateCheckpointHook
 from .reconstruction_vis_hook import ReconstructionVisualizationHook
 from .strict_pretrained import CheckedPretrainedInit
@@ -10,6 +11,7 @@ from .strict_pretrained import CheckedPretrainedInit
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend',
     'BackboneLayerDecayOptimWrapperConstructor', 'BF16AutocastOptimWrapper',
-    'CheckedPretrainedInit', 'KNNEvaluationHook', 'NonFiniteLossHook', 'RandomStateCheckpointHook',
+    'CheckedPretrainedInit', 'KNNEvaluationHook', 'NonFiniteLossHook',
+    'PlainParamGroupsOptimWrapperConstructor', 'RandomStateCheckpointHook',
     'ReconstructionVisualizationHook', 'TrainHealthHook'
 ]

@@ -1,10 +1,11 @@
-"""bf16 autocast where mmengine's AmpOptimWrapper does not run (it asserts a GPU/NPU/MLU), and
-layer-wise lr decay for mmseg / mmdet models."""
+"""bf16 autocast where mmengine's AmpOptimWrapper does not run (it asserts a GPU/NPU/MLU),
+layer-wise lr decay for mmseg / mmdet models, and param groups that ``torch.compile`` can
+trace."""
 from contextlib import contextmanager
 from functools import partial
 
 import torch
-from mmengine.optim import OptimWrapper
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 
 # The root registry: mmpretrain, mmdet and mmseg configs all find it.
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS
@@ -38,3 +39,22 @@ class BackboneLayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperCon
         if get_layer_depth is None and not hasattr(module, 'get_layer_depth'):
             get_layer_depth = partial(module.backbone.get_layer_depth, prefix='backbone.')
         return super().add_params(params, module, prefix, get_layer_depth, **kwargs)
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class PlainParamGroupsOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """mmengine's default constructor, whose param groups are plain ``dict`` objects.
+
+    With ``paramwise_cfg`` the default constructor passes its groups through a ``ConfigDict``,
+    so every group the optimizer holds is a ``ConfigDict``. Eager training does not care, but
+    mmengine's ``compile=True`` compiles ``optimizer.step`` too, and dynamo fails inside
+    ``AdamW.step`` on them (``InternalTorchDynamoError``: 'UserDefinedDictVariable' object has
+    no attribute 'items', torch 2.13). The groups keep their keys and values; only their type
+    changes, so training is the same with or without compilation.
+    """
+
+    def __call__(self, model: torch.nn.Module) -> OptimWrapper:
+        optim_wrapper = super().__call__(model)
+        param_groups = optim_wrapper.optimizer.param_groups
+        param_groups[:] = [dict(group) for group in param_groups]
+        return optim_wrapper
