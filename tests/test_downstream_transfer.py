@@ -160,3 +160,31 @@ def test_transfer_driver_exports_trains_and_tests(tmp_path, repre_checkpoint):
     assert 'wrote' in log and 'dropped: decoder' in log  # the export step said what it did
     assert osp.exists(osp.join(work, 'backbone.pth')) and osp.exists(osp.join(work, 'iter_2.pth'))
     assert 'mIoU' in log
+
+
+def test_pyramid_levels_give_roi_align_the_features_it_reads():
+    """mmcv's RoIAlign reads a map's memory as contiguous NCHW. The pyramid's LayerNorm2d leaves
+    channels-last views: before the fix every RoI feature of Mask R-CNN was read scrambled (the
+    masks of tests/test_det_transfer.py::test_mask_rcnn_overfits_a_few_images did not learn).
+    Each level is contiguous, and RoIAlign on it equals RoIAlign on a contiguous copy."""
+    from mmcv.ops import roi_align
+
+    import repre_mm  # noqa: F401  (registers the neck)
+    from mmdet.registry import MODELS
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        neck = MODELS.build(dict(type='SimpleFeaturePyramid', in_channels=32, out_channels=16))
+    levels = neck((torch.randn(2, 32, 6, 8), ))
+    rois = torch.tensor([[0, 2.0, 3.0, 40.0, 30.0], [1, 10.0, 1.0, 60.0, 44.0]])
+    for level, stride in zip(levels, (4, 8, 16, 32, 64)):
+        assert level.is_contiguous()
+        read = roi_align(level, rois, (7, 7), 1.0 / stride, 0, 'avg', True)
+        expected = roi_align(level.clone(memory_format=torch.contiguous_format), rois, (7, 7),
+                             1.0 / stride, 0, 'avg', True)
+        assert torch.equal(read, expected)
+    # the failure this guards against, shown on mmcv's op itself: a channels-last view of the
+    # same values is read wrongly
+    view = levels[0].permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert torch.equal(view, levels[0])
+    wrong = roi_align(view, rois, (7, 7), 0.25, 0, 'avg', True)
+    assert not torch.allclose(wrong, roi_align(levels[0], rois, (7, 7), 0.25, 0, 'avg', True))

@@ -7,8 +7,9 @@ try:
 except ImportError:
     pass
 else:
+    from .box_mask_metric import BoxMaskCocoMetric  # noqa: F401
     from .simple_feature_pyramid import SimpleFeaturePyramid  # noqa: F401
-    __all__ += ['SimpleFeaturePyramid']
+    __all__ += ['BoxMaskCocoMetric', 'SimpleFeaturePyramid']
 
 try:
     import mmseg  # noqa: F401

@@ -37,7 +37,8 @@ class SimpleFeaturePyramid(BaseModule):
         num_outs (int): levels returned. Defaults to 5.
 
     Shapes: forward(inputs) takes the backbone's tuple (``inputs[-1]`` is B x C x H/16 x W/16)
-    and returns ``num_outs`` maps, B x out_channels x H/s x W/s for s = 4, 8, 16, 32 (, 64).
+    and returns ``num_outs`` contiguous maps, B x out_channels x H/s x W/s for s = 4, 8, 16, 32
+    (, 64).
     """
 
     def __init__(self, in_channels: int, out_channels: int = 256,
@@ -74,4 +75,7 @@ class SimpleFeaturePyramid(BaseModule):
         outs = [stage(x) for stage in self.stages]
         if self.num_outs > len(outs):
             outs.append(F.max_pool2d(outs[-1], 1, stride=2))
-        return tuple(outs)
+        # LayerNorm2d leaves each level channels-last in memory (a permuted view), and mmcv's
+        # RoIAlign reads a map's memory as if it were contiguous NCHW: without this the RoI
+        # heads get scrambled features (boxes learn a little, masks hardly at all)
+        return tuple(out.contiguous() for out in outs)
