@@ -272,3 +272,19 @@ def lr_by_iteration(config_path, iters):
         for s in schedulers:
             s.step()
     return lrs
+
+
+def trainable_parameters(config, scope):
+    """{name: shape} of the parameters a run of ``config`` trains: the model built and
+    initialised as tools/train.py does (its ``init_cfg`` checkpoints loaded), in ``scope``
+    (``'mmdet'`` or ``'mmseg'``)."""
+    import importlib
+
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
+    importlib.import_module(f'{scope}.models')  # registers the scope's models
+    cfg = Config.fromfile(config)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+    return {name: tuple(p.shape) for name, p in model.named_parameters() if p.requires_grad}

@@ -146,7 +146,9 @@ def test_derived_config_loads_the_backbone_strictly_through_the_transfer_driver(
     log = open(osp.join(out, 'finetune', 'repre_seed0.log')).read()
     assert 'backbone.pth' in log and '(strict)' in log
     scratch = open(osp.join(out, 'finetune', 'untrained_seed0.log')).read()
-    assert '(strict)' not in scratch  # random initialisation: nothing loaded
+    # from scratch: the backbone's initial weights, written and loaded like an export
+    assert 'wrote the initial backbone' in scratch and 'untrained_seed0/backbone.pth (strict)' \
+        in scratch
     cfg = Config.fromfile(osp.join(out, 'finetune', 'configs', 'repre_seed0.py'))
     backbone = cfg.model.backbone
     assert backbone.type == 'mmpretrain.MoCoV3ViT' and backbone.out_type == 'featmap'
@@ -168,18 +170,60 @@ def test_derived_config_loads_the_backbone_strictly_through_the_transfer_driver(
             'box_mask/segm_mAP'} <= set(metrics)
     # the "0 iterations" reference: the baseline's seed-0 config, tested without training
     zero = osp.join(out, 'finetune', 'baseline_seed0_0_iters')
-    assert osp.exists(osp.join(zero, 'iter_0.pth')) and osp.exists(osp.join(zero, 'metrics.json'))
+    assert osp.exists(osp.join(zero, 'metrics.json'))
+
+
+def test_references_are_trained_like_the_runs_they_judge(quick_run):
+    """From scratch: the same module with the same trainable parameters (names and shapes) as a
+    pre-trained run, pos_embed included (MoCoV3ViT built without a checkpoint would freeze it);
+    only the initial weights differ. "0 iterations": the very weights the baseline's seed-0
+    fine-tuning started from (saved by that run: its backbone is the export, exactly), tested
+    by tools/test.py."""
+    from helpers import trainable_parameters
+    from repre_mm.benchmarks.runs import file_key, read_json
+    from repre_mm.utils.checkpoint import load_weights
+    _, _, out, _, _ = quick_run
+    configs = osp.join(out, 'finetune', 'configs')
+    trained = trainable_parameters(osp.join(configs, 'baseline_seed0.py'), 'mmdet')
+    scratch = trainable_parameters(osp.join(configs, 'untrained_seed0.py'), 'mmdet')
+    assert 'backbone.pos_embed' in trained
+    assert scratch == trained
+    run = osp.join(out, 'finetune', 'baseline_seed0')
+    initial = load_weights(osp.join(run, 'iter_0.pth'))
+    export = load_weights(osp.join(run, 'backbone.pth'))
+    assert set(export) == {k for k in initial if k.startswith('backbone.')}
+    assert all(torch.equal(initial[k], v) for k, v in export.items() if k != 'backbone.pos_embed')
+    # pos_embed: the export's, interpolated to the fine-tuning's patch grid as it was loaded
+    from mmpretrain.models.utils import resize_pos_embed
+    pretrained_grid, grid = (int((export['backbone.pos_embed'].shape[1] - 1)**0.5), ) * 2, \
+        (int((initial['backbone.pos_embed'].shape[1] - 1)**0.5), ) * 2
+    assert pretrained_grid != grid  # 32-px pre-training crops, 48-px fine-tuning
+    assert torch.allclose(initial['backbone.pos_embed'], resize_pos_embed(
+        export['backbone.pos_embed'], pretrained_grid, grid, 'bicubic', 1))
+    key = read_json(osp.join(out, 'finetune', 'baseline_seed0_0_iters', 'zero_iters_key.json'))
+    assert key['checkpoint'] == file_key(osp.join(run, 'iter_0.pth'))
+    scratch_export = load_weights(osp.join(out, 'finetune', 'untrained_seed0', 'backbone.pth'))
+    assert set(scratch_export) == set(export)
+    qkv = 'backbone.layers.0.attn.qkv.weight'
+    assert not torch.equal(scratch_export[qkv], export[qkv])  # only the weights differ
 
 
 def test_written_finetune_config_trains_and_tests_with_the_tools(quick_run, tmp_path):
     """The derived config is an ordinary mmdet config: tools/train.py and tools/test.py run it
-    as it is, the backbone loaded strictly from the export it names."""
-    _, _, out, _, _ = quick_run
+    as it is, the backbone loaded strictly from the export it names. Training never reads the
+    test split: it trains with the test annotations moved away."""
+    from repre_mm.benchmarks.det_transfer import detection_scores
+    data, _, out, _, _ = quick_run
     config = osp.join(out, 'finetune', 'configs', 'repre_seed1.py')
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
     work = str(tmp_path / 'work')
-    train = subprocess.run([sys.executable, 'tools/train.py', config, '--work-dir', work],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    test_annotations = osp.join(data, 'annotations', 'instances_test.json')
+    os.rename(test_annotations, test_annotations + '.away')
+    try:
+        train = subprocess.run([sys.executable, 'tools/train.py', config, '--work-dir', work],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        os.rename(test_annotations + '.away', test_annotations)
     assert train.returncode == 0, train.stderr[-3000:]
     log = train.stdout + train.stderr
     assert 'repre_seed1/backbone.pth (strict)' in log and 'loss_mask' in log
@@ -191,7 +235,11 @@ def test_written_finetune_config_trains_and_tests_with_the_tools(quick_run, tmp_
                            str(tmp_path / 'test'), '--out', metrics, '--out-item', 'metrics'],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert test.returncode == 0, test.stderr[-3000:]
-    assert 0 <= json.load(open(metrics)).get('coco/bbox_mAP', 0) <= 1
+    # every AP key, or none at all when nothing was detected (then said): never a silent 0
+    scores = detection_scores(json.load(open(metrics)))
+    assert scores['no_detections'] or all(0 <= v <= 100 for k, v in scores.items()
+                                          if k != 'no_detections')
+    assert scores['no_detections'] == ('coco/bbox_mAP' not in json.load(open(metrics)))
 
 
 def test_training_never_reads_the_test_split(quick_run):

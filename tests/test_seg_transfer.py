@@ -75,7 +75,9 @@ def test_derived_config_loads_the_backbone_strictly_through_the_transfer_driver(
     log = open(osp.join(out, 'finetune', 'repre_seed0.log')).read()
     assert 'backbone.pth' in log and '(strict)' in log
     scratch = open(osp.join(out, 'finetune', 'untrained_seed0.log')).read()
-    assert '(strict)' not in scratch  # random initialisation: nothing loaded
+    # from scratch: the backbone's initial weights, written and loaded like an export
+    assert 'wrote the initial backbone' in scratch and 'untrained_seed0/backbone.pth (strict)' \
+        in scratch
     cfg = Config.fromfile(osp.join(out, 'finetune', 'configs', 'repre_seed0.py'))
     assert cfg.model.backbone.type == 'mmpretrain.MoCoV3ViT'
     assert cfg.model.backbone.init_cfg.strict is True
@@ -83,6 +85,17 @@ def test_derived_config_loads_the_backbone_strictly_through_the_transfer_driver(
     assert cfg.test_evaluator.type == 'PerClassIoUMetric'
     metrics = json.load(open(osp.join(out, 'finetune', 'repre_seed0', 'metrics.json')))
     assert {'mIoU', 'aAcc', 'IoU.class0', 'IoU.class3'} <= set(metrics)
+
+
+def test_from_scratch_trains_the_same_parameters_as_a_pretrained_run(quick_run):
+    """The from-scratch reference is the same module with the same trainable parameters (names
+    and shapes, pos_embed included) as a pre-trained run; only its initial weights differ."""
+    from helpers import trainable_parameters
+    _, out, _, _ = quick_run
+    configs = osp.join(out, 'finetune', 'configs')
+    trained = trainable_parameters(osp.join(configs, 'baseline_seed0.py'), 'mmseg')
+    assert 'backbone.pos_embed' in trained
+    assert trainable_parameters(osp.join(configs, 'untrained_seed0.py'), 'mmseg') == trained
 
 
 def test_written_finetune_config_trains_and_tests_with_the_tools(quick_run, tmp_path):

@@ -11,9 +11,10 @@ images under ``ROOT/images/`` or at the JSONs' ``file_name`` paths relative to R
    run by tools/benchmarks/transfer.sh (backbone export by tools/model_converters/vit_layouts.py,
    strict loading, tools/train.py, tools/test.py); box and mask AP (AP, AP50, AP75) from mmdet's
    CocoMetric on the test split, at the config's own score threshold;
-3. references: the same fine-tuning from random weights (``untrained``, paired by seed), and
-   the baseline's first-seed model before any fine-tuning (pre-trained backbone, initial
-   heads: "0 iterations"), tested by tools/test.py;
+3. references: the same fine-tuning from the backbone's initial weights (``untrained``, paired
+   by seed: the same module and trainable parameters, loaded as strictly), and the weights the
+   baseline's first-seed fine-tuning started from (pre-trained backbone, initial heads, saved
+   by the run itself: "0 iterations"), tested by tools/test.py;
 4. paired differences per seed with 95 % intervals and verdicts: first the positive control
    (baseline - untrained), then RePre - baseline and RePre - the equal-compute baseline; a
    picture of test predictions; results.json / results.md.
@@ -69,7 +70,8 @@ DEFAULT_METHODS = ('baseline', 'repre', EQUAL_COMPUTE)
 ZERO_ITERS = '0_iters'  # suffix of the work directory of the "0 iterations" reference
 # bump when the initial-weights checkpoint changes how it is made: stored scores then no
 # longer match
-ZERO_ITERS_VERSION = 1
+ZERO_ITERS_VERSION = 2
+INITIAL_WEIGHTS = 'iter_0.pth'  # what InitialWeightsHook saves in each fine-tuning's work_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,7 +256,8 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
                     backbone_checkpoint: Optional[str]) -> str:
     """The full-size mmdet config (``--finetune-config``) shrunk to the CPU and to the
     pre-trained encoder: its backbone (the pre-training key layout) loaded strictly from
-    ``backbone_checkpoint`` (the export transfer.sh writes; None: random weights), the last
+    ``backbone_checkpoint`` (what transfer.sh writes: the pre-trained encoder, or from
+    scratch its initial weights; None: no loading), the last
     block's feature map into the simple feature pyramid, narrower RPN and RoI heads, the
     dataset's classes, images resized to ``--short-side``, ``--finetune-iters`` iterations
     without validation, the test split scored by CocoMetric (box and mask). Written under
@@ -340,68 +343,59 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     cfg.default_hooks.checkpoint = dict(type='AtomicCheckpointHook', by_epoch=False, interval=iters,
                                         max_keep_ckpts=1)
     cfg.default_hooks.logger.interval = 1 if args.quick else 10
+    # the weights this run starts from: the "0 iterations" reference tests them
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+        dict(type='InitialWeightsHook', filename=INITIAL_WEIGHTS)]
     cfg.log_processor = dict(type='LogProcessor', window_size=10, by_epoch=False)
     cfg.randomness = dict(seed=seed)
     return dump_config(cfg, osp.join(args.out, 'finetune', 'configs', f'{name}.py'))
 
 
 def zero_iterations_job(args, runs) -> tuple:
-    """The "0 iterations" reference: the baseline's first-seed fine-tuning config with the
-    weights fine-tuning starts from (the pre-trained backbone loaded strictly, the heads at their
-    initial weights), tested by tools/test.py without training. Returns (job, method,
-    metrics path)."""
+    """The "0 iterations" reference: the weights the baseline's first-seed fine-tuning started
+    from (its ``iter_0.pth``, saved by InitialWeightsHook after the pre-trained backbone was
+    loaded and the heads drawn), tested by tools/test.py with that run's config, after that
+    run. Returns (job, method, metrics path)."""
     method = 'baseline' if 'baseline' in runs else next(iter(runs))
-    pretrain_checkpoint, seed = runs[method][0][1], args.first_seed
-    name = f'{run_name(method, seed)}_{ZERO_ITERS}'
+    seed = args.first_seed
+    run = run_name(method, seed)
+    name = f'{run}_{ZERO_ITERS}'
     work_dir = osp.join(args.out, 'finetune', name)
-    config = osp.join(args.out, 'finetune', 'configs', f'{run_name(method, seed)}.py')
+    config = osp.join(args.out, 'finetune', 'configs', f'{run}.py')
+    initial = osp.join(args.out, 'finetune', run, INITIAL_WEIGHTS)
     metrics = osp.join(work_dir, 'metrics.json')
 
     def prepare():
-        key = dict(config_key(config, pretrain_checkpoint), version=ZERO_ITERS_VERSION)
+        if not osp.isfile(initial):
+            raise FileNotFoundError(f'{initial} is missing: the fine-tuning of {run} saves the '
+                                    f'weights it starts from there (InitialWeightsHook); see its '
+                                    f'log under {osp.join(args.out, "finetune")}.')
+        key = dict(config_key(config, initial), version=ZERO_ITERS_VERSION)
         key_file = osp.join(work_dir, 'zero_iters_key.json')
-        checkpoint = osp.join(work_dir, 'iter_0.pth')
         if osp.exists(metrics) and read_json(key_file) == key:
             return None
         if osp.exists(metrics):
             os.remove(metrics)
-        initial_weights(config, pretrain_checkpoint, seed, checkpoint)
+        os.makedirs(work_dir, exist_ok=True)
         write_json(key_file, key)
-        return tool('test.py') + [config, checkpoint, '--work-dir', osp.join(work_dir, 'test'),
+        return tool('test.py') + [config, initial, '--work-dir', osp.join(work_dir, 'test'),
                                   '--out', metrics, '--out-item', 'metrics']
 
-    return Job(name, work_dir, prepare), method, metrics
+    return Job(name, work_dir, prepare, after=[run]), method, metrics
 
 
-def build_detector(config: str, seed: Optional[int] = None):
+def build_detector(config: str):
     """The mmdet model of a derived config, its backbone's ``init_cfg`` dropped (the caller
     loads what it needs)."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     from mmengine.registry import DefaultScope
-    from mmengine.runner import set_random_seed
     register_all_modules(init_default_scope=False)
     cfg = Config.fromfile(config)  # its custom_imports register repre_mm and mmpretrain
     cfg.model.backbone.init_cfg = None
-    if seed is not None:
-        set_random_seed(seed)
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(cfg.model)
     return model
-
-
-def initial_weights(config: str, pretrain_checkpoint: str, seed: int, path: str) -> None:
-    """Writes the weights fine-tuning starts from (``{'state_dict', 'meta'}``): every module at
-    its initial weights (``seed``), then the pre-trained backbone loaded strictly (the encoder
-    keys of ``pretrain_checkpoint``, as transfer.sh's export and mmengine's strict loading)."""
-    model = build_detector(config, seed)
-    model.init_weights()
-    load_strict(model.backbone, load_weights(pretrain_checkpoint), prefix='backbone.',
-                source=pretrain_checkpoint)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    torch.save(dict(state_dict=model.state_dict(),
-                    meta=dict(iter=0, seed=seed, pretrained=osp.abspath(pretrain_checkpoint))),
-               path)
 
 
 def detection_scores(metrics: dict) -> dict:

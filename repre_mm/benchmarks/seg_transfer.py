@@ -321,7 +321,8 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
                     backbone_checkpoint: Optional[str]) -> str:
     """The full-size mmseg config (``--finetune-config``) shrunk to the CPU and to the
     pre-trained encoder: its backbone (the pre-training key layout) loaded strictly from
-    ``backbone_checkpoint`` (the export transfer.sh writes; None: random weights), four tapped
+    ``backbone_checkpoint`` (what transfer.sh writes: the pre-trained encoder, or from
+    scratch its initial weights; None: no loading), four tapped
     blocks, a narrower UperNet, the probe's image size, ``--finetune-iters`` iterations without
     validation. Written under <out>/finetune/configs/: tools/train.py trains it as it is."""
     cfg = Config.fromfile(shipped_config(args.finetune_config))

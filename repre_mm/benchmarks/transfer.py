@@ -91,13 +91,15 @@ def finetune_jobs(args, runs: Dict[str, List[tuple]],
                   write_config: Callable[[str, int, str, Optional[str]], str],
                   first_seed: int = 0) -> tuple:
     """A fine-tuning job per encoder and seed, and one from random weights per seed
-    (``untrained``), each a tools/benchmarks/transfer.sh call that exports the backbone, trains
-    with tools/train.py and writes tools/test.py's metrics to <work_dir>/metrics.json. A job
-    whose metrics exist for the same config and checkpoint is reused.
+    (``untrained``), each a tools/benchmarks/transfer.sh call that exports the backbone (from
+    scratch: writes its initial weights), loads it strictly, trains with tools/train.py and
+    writes tools/test.py's metrics to <work_dir>/metrics.json. Every run thus fine-tunes the same
+    module with the same trainable parameters; only the initial weights differ. A job whose
+    metrics exist for the same config and checkpoint is reused.
 
     The i-th run of a method is seed ``first_seed + i``.
 
-    ``write_config(pretrain_config, seed, name, backbone_export or None)`` writes the derived
+    ``write_config(pretrain_config, seed, name, backbone_export)`` writes the derived
     config and returns its path. All configs are written here, before any job starts, so no
     job rewrites a config another job is reading.
 
@@ -112,7 +114,9 @@ def finetune_jobs(args, runs: Dict[str, List[tuple]],
             work_dir = osp.join(args.out, 'finetune', name)
             metrics = osp.join(work_dir, 'metrics.json')
             where[(method, seed)] = metrics
-            export = osp.abspath(osp.join(work_dir, 'backbone.pth')) if checkpoint else None
+            # from scratch too: transfer.sh writes the backbone's initial weights there
+            # (initial_backbone.py), loaded as strictly as a pre-trained export
+            export = osp.abspath(osp.join(work_dir, 'backbone.pth'))
             path = write_config(config, seed, name, export)
 
             def prepare(path=path, checkpoint=checkpoint, work_dir=work_dir, metrics=metrics):

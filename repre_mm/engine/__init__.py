@@ -1,5 +1,6 @@
 from .atomic_checkpoint_hook import AtomicCheckpointHook, AtomicLocalBackend
 from .health_hook import TrainHealthHook
+from .initial_weights_hook import InitialWeightsHook
 from .knn_hook import KNNEvaluationHook
 from .non_finite_hook import NonFiniteLossHook
 from .optim_wrappers import (BackboneLayerDecayOptimWrapperConstructor, BF16AutocastOptimWrapper,
@@ -11,7 +12,7 @@ from .strict_pretrained import CheckedPretrainedInit
 __all__ = [
     'AtomicCheckpointHook', 'AtomicLocalBackend',
     'BackboneLayerDecayOptimWrapperConstructor', 'BF16AutocastOptimWrapper',
-    'CheckedPretrainedInit', 'KNNEvaluationHook', 'NonFiniteLossHook',
+    'CheckedPretrainedInit', 'InitialWeightsHook', 'KNNEvaluationHook', 'NonFiniteLossHook',
     'PlainParamGroupsOptimWrapperConstructor', 'RandomStateCheckpointHook',
     'ReconstructionVisualizationHook', 'TrainHealthHook'
 ]

@@ -4,7 +4,9 @@
 # TASK: coco-mask-rcnn-{vit-s,vit-b}[-3x] | ade20k-upernet-{vit-s,vit-b} |
 #       cityscapes-upernet-{vit-s,vit-b} | camvid-upernet-vit-s
 #       | coco-custom-mask-rcnn-vit-s (a COCO-format custom dataset: edit the config's data lines)
-# PRETRAIN: a pre-training checkpoint, or 'none' to train the same config from random weights.
+# PRETRAIN: a pre-training checkpoint, or 'none' to train the same config from the backbone's
+#   initial weights (tools/model_converters/initial_backbone.py: same module, same trainable
+#   parameters; only the weights differ).
 # GPUS: processes; 1 (or 0 on a machine without GPU) runs tools/train.py / test.py directly,
 #   more run through tools/dist_train.sh / dist_test.sh (torchrun).
 # CONFIG=path/to/config.py overrides the task's config (TASK then only names the work directory).
@@ -31,12 +33,16 @@ WORK_DIR=${WORK_DIR:-work_dirs/transfer/${TASK}_$(basename "${PRETRAIN%.pth}")}
 mkdir -p "$WORK_DIR"
 [[ $CONFIG == /* ]] || CONFIG=$REPO/$CONFIG
 if [[ $PRETRAIN == none ]]; then
-    init=(--cfg-options model.backbone.init_cfg=None)  # from scratch: the reference
+    # 1. from scratch, the reference: the backbone at its architecture's initial weights (the
+    # config's seed), loaded like an export below, so that it is the same module with the same
+    # trainable parameters as a pre-trained run (built without a checkpoint, MoCoV3ViT freezes
+    # its pos_embed)
+    "$PYTHON" "$REPO/tools/model_converters/initial_backbone.py" "$CONFIG" "$WORK_DIR/backbone.pth"
 else
     # 1. the encoder alone (refuses a checkpoint whose backbone keys do not all map)
     "$PYTHON" "$REPO/tools/model_converters/vit_layouts.py" "$PRETRAIN" "$WORK_DIR/backbone.pth" --to mmpretrain
-    init=(--cfg-options model.backbone.init_cfg.checkpoint="$WORK_DIR/backbone.pth")
 fi
+init=(--cfg-options model.backbone.init_cfg.checkpoint="$WORK_DIR/backbone.pth")
 # 2. train, the backbone loaded strictly from the export; 3. test the last checkpoint
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 if (( GPUS <= 1 )); then
