@@ -235,6 +235,23 @@ def test_bad_checkpoint_argument_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and 'METHOD=PATH' in proc.stderr
 
 
+def test_encoders_of_different_normalisations_are_refused_by_the_probe(tmp_path):
+    """With checkpoints of different pre-training configs the probe would read every image
+    with the first config's patch size and mean / std: refused, each config named."""
+    from repre_mm.benchmarks.pretrain import ViewSpec, dump_config, pretrain_config
+    from repre_mm.benchmarks.seg_transfer import probe_inputs
+    configs = []
+    for name, mean in (('a', 110.0), ('b', 120.0)):
+        spec = ViewSpec(img_size=32, patch=8, mean=[mean] * 3, std=[40.0] * 3)
+        configs.append(dump_config(pretrain_config('mocov3', 'baseline', 0, 1, 8, spec),
+                                   str(tmp_path / f'{name}.py')))
+    same = {'baseline': [(configs[0], None)], 'repre': [(configs[0], None)]}
+    assert probe_inputs(same) == (8, dict(mean=[110.0] * 3, std=[40.0] * 3))
+    with pytest.raises(SystemExit, match='different patch sizes or image normalisations') as e:
+        probe_inputs({'baseline': [(configs[0], None)], 'repre': [(configs[1], None)]})
+    assert configs[0] in str(e.value) and configs[1] in str(e.value)
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--checkpoints', 'baseline=a.pth', '--methods', 'repre'], '--checkpoints names its own'),
     (['--methods', 'baseline_equal_compute'], 'add baseline and repre to --methods'),

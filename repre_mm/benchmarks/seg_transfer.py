@@ -241,14 +241,33 @@ def encoders(args, data) -> tuple:
 
 
 # --- the frozen probe ------------------------------------------------------------------------
+def probe_inputs(runs) -> tuple:
+    """(patch size, dict(mean, std)) that every encoder's pre-training config shares: the probe
+    reads the images once, cut into patches and normalised for all of them. Encoders of
+    pre-training configs that differ there are an error naming them, not scored with the first
+    one's inputs."""
+    inputs = {}
+    for seeds in runs.values():
+        for config, _ in seeds:
+            backbone, norm = backbone_of(config)
+            inputs.setdefault((backbone['patch_size'], tuple(norm['mean']), tuple(norm['std'])),
+                              []).append(config)
+    if len(inputs) > 1:
+        found = '; '.join(f'patch {p}, mean {list(m)}, std {list(s)}: {", ".join(configs)}'
+                          for (p, m, s), configs in inputs.items())
+        raise SystemExit(f'the encoders were pre-trained with different patch sizes or image '
+                         f'normalisations ({found}). The probe reads the images once for all '
+                         f'of them: score each pre-training recipe in its own run (--out).')
+    (patch, mean, std), = inputs
+    return patch, dict(mean=list(mean), std=list(std))
+
+
 def probe_scores(args, data, runs) -> tuple:
     """Probe scores of every encoder ({method: [scores per seed]}, untrained included) and of
     raw pixels."""
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     info = data['info']
-    first_config = next(iter(runs.values()))[0][0]
-    backbone, norm = backbone_of(first_config)
-    patch = backbone['patch_size']
+    patch, norm = probe_inputs(runs)
     probe = []
 
     def get_probe():  # images are read only when some score is missing
