@@ -247,10 +247,12 @@ def test_training_never_reads_the_test_split(quick_run):
     data, _, out, _, _ = quick_run
     for method in METHODS + ('untrained', ):
         cfg = Config.fromfile(osp.join(out, 'finetune', 'configs', f'{method}_seed0.py'))
-        assert cfg.train_dataloader.dataset.ann_file == 'annotations/instances_train.json'
+        assert cfg.train_dataloader.dataset.ann_file == osp.join(data, 'annotations',
+                                                                 'instances_train.json')
         assert cfg.train_dataloader.dataset.data_root == data
         assert cfg.val_dataloader is None and cfg.val_cfg is None
-        assert cfg.test_dataloader.dataset.ann_file == 'annotations/instances_test.json'
+        assert cfg.test_dataloader.dataset.ann_file == osp.join(data, 'annotations',
+                                                                'instances_test.json')
         for evaluator in cfg.test_evaluator:
             assert evaluator.ann_file == osp.join(data, 'annotations', 'instances_test.json')
 
@@ -509,3 +511,91 @@ def test_box_mask_metric_scores_the_boxes_filled_not_the_masks(tmp_path):
     assert results['coco/segm_mAP'] == 0.0
     assert results['box_mask/segm_mAP'] == 1.0
     assert not pred['masks'].any()  # the metric filled a copy
+
+
+def test_split_coco_carves_whole_images_with_a_fixed_seed():
+    from repre_mm.datasets.coco_split import split_coco
+    coco = dict(info={}, categories=[dict(id=1, name='a')],
+                images=[dict(id=i, file_name=f'{i}.png') for i in range(10)],
+                annotations=[dict(id=100 + i, image_id=i % 10, category_id=1) for i in range(15)])
+    rest, val = split_coco(coco, 0.3, seed=0)
+    assert len(val['images']) == 3 and len(rest['images']) == 7
+    val_ids = {im['id'] for im in val['images']}
+    assert val_ids.isdisjoint(im['id'] for im in rest['images'])
+    assert {a['image_id'] for a in val['annotations']} <= val_ids
+    assert len(val['annotations']) + len(rest['annotations']) == 15
+    assert split_coco(coco, 0.3, seed=0)[1] == val  # the same images every time
+    assert rest['categories'] == coco['categories'] == val['categories']
+    with pytest.raises(ValueError, match='at least one image'):
+        split_coco(coco, 0.01)
+
+
+def test_select_candidates_and_the_choice():
+    import argparse
+    from repre_mm.benchmarks.selection import choose, parse_select
+    parser = argparse.ArgumentParser()
+    candidates = parse_select(parser, ['finetune_lr=1e-4,2e-4', 'finetune-iters=300,600'])
+    assert candidates == [dict(finetune_lr=1e-4, finetune_iters=300),
+                          dict(finetune_lr=1e-4, finetune_iters=600),
+                          dict(finetune_lr=2e-4, finetune_iters=300),
+                          dict(finetune_lr=2e-4, finetune_iters=600)]
+    for bad in ('finetune_batch=2,4', 'finetune_lr', 'finetune_iters=3.5'):
+        with pytest.raises(SystemExit):
+            parse_select(parser, [bad])
+    record = choose(candidates, [10.0, 12.5, 12.5, 3.0], 'mask AP', 'validation')
+    assert record['winner'] == candidates[1]  # the best; the first of equal ones
+    assert 'highest mask AP on the validation split: 12.50' in record['why']
+
+
+def test_select_chooses_on_validation_and_the_test_runs_use_the_choice(tmp_path):
+    """--val-fraction carves validation images out of train (training never sees them), --select
+    fine-tunes the first seed's baseline once per candidate, scored on them (never on test), and
+    every run the report scores on test uses the winner; selection.json / .md and the report
+    say which won and on what numbers."""
+    from mmengine.config import Config
+    data = ellipse_coco(str(tmp_path / 'data'))
+    pretrained = tiny_pretrain_folder(str(tmp_path / 'pretrain'))
+    out = str(tmp_path / 'out')
+    summary, _ = run_benchmark(out, data, '--pretrained', pretrained, '--methods', 'baseline',
+                               'repre', '--val-fraction', '0.25', '--select',
+                               'finetune_lr=1e-4,3e-4')
+    selection = json.load(open(osp.join(out, 'selection.json')))
+    scores = [c['score'] for c in selection['candidates']]
+    assert [c['settings'] for c in selection['candidates']] == [dict(finetune_lr=1e-4),
+                                                                dict(finetune_lr=3e-4)]
+    assert selection['winner'] == selection['candidates'][scores.index(max(scores))]['settings']
+    assert summary['selection'] == selection and selection['val_images'] == 2
+    val = json.load(open(osp.join(out, 'splits', 'instances_val.json')))
+    train = json.load(open(osp.join(out, 'splits', 'instances_train.json')))
+    assert len(val['images']) == 2 and len(train['images']) == 6
+    val_files = {im['file_name'] for im in val['images']}
+    for i in range(2):  # the candidates: trained on the rest, scored on validation
+        cfg = Config.fromfile(osp.join(out, 'select', f'candidate{i}', 'finetune', 'configs',
+                                       'baseline_seed0.py'))
+        assert cfg.train_dataloader.dataset.ann_file == osp.join(out, 'splits',
+                                                                 'instances_train.json')
+        assert cfg.test_dataloader.dataset.ann_file == osp.join(out, 'splits',
+                                                                'instances_val.json')
+        assert all('instances_test' not in e.ann_file for e in cfg.test_evaluator)
+    for name in ('baseline_seed0', 'repre_seed1', 'untrained_seed0'):  # the scored runs
+        cfg = Config.fromfile(osp.join(out, 'finetune', 'configs', f'{name}.py'))
+        assert cfg.optim_wrapper.optimizer.lr == selection['winner']['finetune_lr']
+        assert cfg.train_dataloader.dataset.ann_file.endswith('splits/instances_train.json')
+        assert cfg.test_dataloader.dataset.ann_file.endswith('annotations/instances_test.json')
+    assert not val_files & {im['file_name'] for im in train['images']}
+    report = open(osp.join(out, 'results.md')).read()
+    assert report.startswith('Chosen on validation (baseline_seed0): finetune_lr')
+    assert 'Validation: 2 images, carved from train' in report
+    assert '| finetune_lr 0.0001 |' in open(osp.join(out, 'selection.md')).read()
+
+
+def test_select_without_a_validation_split_is_a_clear_error(tmp_path):
+    data = ellipse_coco(str(tmp_path / 'data'), counts=(('train', 3), ('test', 2)))
+    pretrained = tiny_pretrain_folder(str(tmp_path / 'pretrain'), seeds=1)
+    proc = subprocess.run(
+        [sys.executable, 'tools/benchmarks/det_transfer.py', '--data', data, '--pretrained',
+         pretrained, '--quick', '--seeds', '1', '--out', str(tmp_path / 'out'), '--select',
+         'finetune_lr=1e-4,2e-4'], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert 'there is none: give --val-fraction F' in proc.stderr, proc.stderr[-2000:]

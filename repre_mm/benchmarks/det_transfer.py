@@ -22,10 +22,16 @@ images under ``ROOT/images/`` or at the JSONs' ``file_name`` paths relative to R
 A variant chosen on seeds 0-2 is confirmed on fresh seeds, paired on those alone:
 ``--methods baseline <variant> --first-seed 3`` (finished runs are reused).
 
-Training never reads the test split: fine-tuning trains on instances_train.json without
-validation; instances_test.json is read by tools/test.py only.
+Settings are chosen on validation, never on test: ``--val-fraction F`` (or the dataset's own
+instances_val.json) and ``--select finetune_lr=1e-4,2e-4 ...`` fine-tune the first seed's
+baseline once per candidate, score mask AP on validation, and run the benchmark with the winner
+(selection.json / .md; repre_mm/benchmarks/selection.py).
+
+Training never reads the test split: fine-tuning trains on instances_train.json (less the
+validation images) without validation; instances_test.json is read by tools/test.py only.
 """
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -44,6 +50,7 @@ from ..utils.logging import quiet_mmengine
 from .pretrain import EQUAL_COMPUTE, dump_config, run_name
 from ..utils.resources import shipped_config
 from .runs import Job, checkpoint_of, read_json, run_jobs, tool, write_json
+from .selection import add_selection_args, choose, parse_select, write_selection
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, config_key,
                        finetune_jobs, output_name, parse_checkpoints, pretrain_config_of,
@@ -52,7 +59,9 @@ from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, 
 DOC = __doc__
 FULL_CONFIG = 'configs/downstream/mmdet/mask-rcnn_vit-small-p16-sfp_8xb2-1x_coco.py'
 SPLITS = ('train', 'test')
-ANNOTATIONS = 'annotations/instances_{}.json'  # under --data, per split
+ANNOTATIONS = 'annotations/instances_{}.json'  # under --data, per split (and 'val', optional)
+SELECT_METRIC = 'mask_ap'  # what --select maximises on validation: masks show local features
+VAL_SEED = 0  # the seed of the images --val-fraction carves out of train
 # the benchmark's metric -> mmdet CocoMetric's key in tools/test.py's metrics.json (0-1)
 METRICS = dict(box_ap='coco/bbox_mAP', box_ap50='coco/bbox_mAP_50', box_ap75='coco/bbox_mAP_75',
                mask_ap='coco/segm_mAP', mask_ap50='coco/segm_mAP_50',
@@ -110,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--neck-channels', type=int, default=64,
                        help='channels of the feature pyramid, RPN and RoI heads (the full '
                        'config has 256; its box head fc 1024, here 4x this)')
+    add_selection_args(parser)
     group.add_argument('--picture-images', type=int, default=4)
     group.add_argument('--picture-score', type=float, default=0.3,
                        help='detections drawn in the picture: score at least this (the '
@@ -138,6 +148,9 @@ def parse_args(argv=None):
     if args.finetune_iters < 1:
         parser.error('--finetune-iters must be at least 1 (the "0 iterations" reference is '
                      'added by the benchmark itself).')
+    if args.val_fraction is not None and not 0 < args.val_fraction < 1:
+        parser.error(f'--val-fraction {args.val_fraction}: give a fraction between 0 and 1.')
+    args.candidates = parse_select(parser, args.select) if args.select else None
     return args
 
 
@@ -221,6 +234,37 @@ def image_prefix(root: str, file_names: List[str]) -> str:
         f'(masks_to_coco.py --image-root {osp.join(root, "images")}).')
 
 
+def validation_split(args, data: dict) -> dict:
+    """``data`` with its validation split: ``--val-fraction F`` carves F of the training images
+    (seed VAL_SEED) into <out>/splits/instances_val.json, training then reads
+    <out>/splits/instances_train.json (the rest); otherwise the dataset's own
+    annotations/instances_val.json where it exists. Validation labels are only ever scored
+    (``--select``); the test split is untouched."""
+    from ..datasets.coco_split import split_coco
+    own = osp.join(data['root'], ANNOTATIONS.format('val'))
+    if args.val_fraction is None:
+        if osp.isfile(own):
+            with open(own) as f:
+                val = json.load(f)
+            data['ann_files']['val'] = own
+            data['counts']['val'] = dict(images=len(val['images']),
+                                         instances=len(val['annotations']))
+        return data
+    with open(data['ann_files']['train']) as f:
+        train = json.load(f)
+    try:
+        rest, val = split_coco(train, args.val_fraction, VAL_SEED)
+    except ValueError as error:
+        raise SystemExit(f'--val-fraction {args.val_fraction}: {error}')
+    for split, coco in (('train', rest), ('val', val)):
+        path = osp.abspath(osp.join(args.out, 'splits', f'instances_{split}.json'))
+        write_json(path, coco)
+        data['ann_files'][split] = path
+        data['counts'][split] = dict(images=len(coco['images']),
+                                     instances=len(coco['annotations']))
+    return data
+
+
 # --- the encoders ----------------------------------------------------------------------------
 def encoders(args) -> Dict[str, List[tuple]]:
     """{method: [(pre-training config, checkpoint) per seed]}: the runs of ``--pretrained``, or
@@ -253,15 +297,15 @@ def encoders(args) -> Dict[str, List[tuple]]:
 
 # --- fine-tuning through mmdet ---------------------------------------------------------------
 def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
-                    backbone_checkpoint: Optional[str]) -> str:
+                    backbone_checkpoint: Optional[str], split: str = 'test') -> str:
     """The full-size mmdet config (``--finetune-config``) shrunk to the CPU and to the
     pre-trained encoder: its backbone (the pre-training key layout) loaded strictly from
     ``backbone_checkpoint`` (what transfer.sh writes: the pre-trained encoder, or from
     scratch its initial weights; None: no loading), the last
     block's feature map into the simple feature pyramid, narrower RPN and RoI heads, the
     dataset's classes, images resized to ``--short-side``, ``--finetune-iters`` iterations
-    without validation, the test split scored by CocoMetric (box and mask). Written under
-    <out>/finetune/configs/: tools/train.py trains it as it is."""
+    without validation, ``split`` (the test split; 'val' for --select) scored by CocoMetric
+    (box and mask). Written under <out>/finetune/configs/: tools/train.py trains it as it is."""
     cfg = Config.fromfile(shipped_config(args.finetune_config))
     backbone, norm = backbone_of(pretrain_cfg)
     embed, depth = vit_size(backbone)
@@ -310,10 +354,10 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     model.train_cfg.rcnn.sampler.num = ROIS_PER_IMAGE
     model.train_cfg.rpn_proposal.nms_pre = model.test_cfg.rpn.nms_pre
     scale = (2 * short, short)
-    for key, split in (('train_dataloader', 'train'), ('test_dataloader', 'test')):
+    for key, part in (('train_dataloader', 'train'), ('test_dataloader', split)):
         loader = cfg[key]
         loader.update(num_workers=0, persistent_workers=False)
-        loader.dataset.update(data_root=data['root'], ann_file=ANNOTATIONS.format(split),
+        loader.dataset.update(data_root=data['root'], ann_file=data['ann_files'][part],
                               data_prefix=dict(img=data['image_prefix']),
                               metainfo=dict(classes=tuple(data['classes'])))
         for t in loader.dataset.pipeline:
@@ -326,8 +370,8 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
                                 sampler=dict(type='InfiniteSampler', shuffle=True))
     cfg.test_dataloader.batch_size = 1
     cfg.test_evaluator = [
-        dict(cfg.test_evaluator, ann_file=data['ann_files']['test'], metric=['bbox', 'segm']),
-        dict(type='BoxMaskCocoMetric', ann_file=data['ann_files']['test'])]
+        dict(cfg.test_evaluator, ann_file=data['ann_files'][split], metric=['bbox', 'segm']),
+        dict(type='BoxMaskCocoMetric', ann_file=data['ann_files'][split])]
     # no validation: the test split is only read by tools/test.py after training
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     iters = args.finetune_iters
@@ -434,6 +478,39 @@ def finetune_scores(args, data, runs) -> tuple:
                 seed=args.first_seed,
                 test_wall_s=walls[zero_job.name])
     return scores, zero
+
+
+def select_settings(args, data, runs) -> Optional[dict]:
+    """``--select``: each candidate fine-tunes the first seed's baseline (the first method of
+    --checkpoints) on the training part and is scored on the validation split; the winner's
+    settings are then set on ``args`` for every run scored on test. Returns the selection record
+    (None without --select)."""
+    if not args.candidates:
+        return None
+    if 'val' not in data['ann_files']:
+        raise SystemExit(f'--select scores its candidates on a validation split and there is '
+                         f'none: give --val-fraction F, or add {ANNOTATIONS.format("val")} '
+                         f'under --data.')
+    method = 'baseline' if 'baseline' in runs else next(iter(runs))
+    jobs, metrics = [], []
+    for i, candidate in enumerate(args.candidates):
+        settings = dict(vars(args), **candidate, out=osp.join(args.out, 'select', f'candidate{i}'))
+        candidate_args = argparse.Namespace(**settings)
+        candidate_jobs, where = finetune_jobs(
+            candidate_args, {method: runs[method][:1]},
+            functools.partial(finetune_config, candidate_args, data, split='val'),
+            args.first_seed, with_untrained=False)
+        jobs += [dataclasses.replace(job, name=f'candidate{i}_{job.name}')
+                 for job in candidate_jobs]
+        metrics += list(where.values())
+    run_jobs(jobs, osp.join(args.out, 'select'), args.jobs)
+    scores = [detection_scores(read_json(path))[SELECT_METRIC] for path in metrics]
+    record = choose(args.candidates, scores, METRIC_NAMES[SELECT_METRIC], 'validation')
+    record.update(encoder=f'{run_name(method, args.first_seed)}', val_images=data['counts'].get(
+        'val', {}).get('images'))
+    for name, value in record['winner'].items():
+        setattr(args, name, value)
+    return record
 
 
 # --- picture ---------------------------------------------------------------------------------
@@ -570,20 +647,34 @@ def describe(args, data, runs) -> str:
             f'Mask R-CNN + simple feature pyramid ({args.neck_channels} channels) through mmdet '
             f'(derived from {args.finetune_config}), {args.finetune_iters} iterations of '
             f'{args.finetune_batch} images at short side {args.short_side} px (long side <= '
-            f'{2 * args.short_side}, flips), AdamW lr {args.finetune_lr}, no validation. '
-            f'Test: CocoMetric box and mask AP on the test split at the config\'s score '
-            f'threshold. Mean ± sd over seeds.')
+            f'{2 * args.short_side}, flips), AdamW lr {args.finetune_lr}, no validation '
+            f'during training. {validation_text(args, data)}Test: CocoMetric box and mask AP on '
+            f'the test split at the config\'s score threshold. Mean ± sd over seeds.')
 
 
-def write_report(args, data, runs, results, zero, timing, picture) -> dict:
+def validation_text(args, data) -> str:
+    if 'val' not in data['ann_files']:
+        return ''
+    where = (f'carved from train (--val-fraction {args.val_fraction}, seed {VAL_SEED}; training '
+             f'used the remaining {data["counts"]["train"]["images"]})' if args.val_fraction
+             else "the dataset's own")
+    use = 'scored only to choose settings (--select)' if args.candidates else 'not used'
+    return f'Validation: {data["counts"]["val"]["images"]} images, {where}, {use}. '
+
+
+def write_report(args, data, runs, results, zero, timing, picture, selection=None) -> dict:
     comparisons = all_comparisons(results, METRICS)
-    lines = [describe(args, data, runs), ''] + results_table(results, zero) + \
+    chosen = ([f'Chosen on validation ({selection["encoder"]}): '
+               f'{", ".join(f"{k} {v}" for k, v in selection["winner"].items())}; '
+               f'{selection["why"]} (selection.md).', ''] if selection else [])
+    lines = chosen + [describe(args, data, runs), ''] + results_table(results, zero) + \
         ['', trained_vs_untrained_heads(results, zero),
          '', 'Paired differences (per seed, mean, 95 % Student-t interval, verdict):', ''] + \
         comparison_table(comparisons, METRIC_NAMES) + \
         ['', 'Wall clock per stage (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timing.items())]
     settings = {k: v for k, v in vars(args).items() if k != 'given'}
-    summary = dict(settings=settings, data={k: v for k, v in data.items()}, results=results,
+    summary = dict(settings=settings, data={k: v for k, v in data.items()}, selection=selection,
+                   results=results,
                    zero_iterations=zero, paired=comparisons, timing_s=timing, picture=picture,
                    encoders={m: [dict(config=c, checkpoint=p) for c, p in seeds]
                              for m, seeds in runs.items()},
@@ -598,7 +689,7 @@ def main(argv=None):
     quiet_mmengine()
     os.makedirs(args.out, exist_ok=True)
     timing, t0 = {}, time.time()
-    data = check_coco_folder(args.data)
+    data = validation_split(args, check_coco_folder(args.data))
     print(f'[data] {data["root"]}: classes {data["classes"]}, ' + ', '.join(
         f'{c["images"]} {s} images ({c["instances"]} instances)'
         for s, c in data['counts'].items()) + f'; images under {data["image_prefix"] or "./"}')
@@ -606,6 +697,14 @@ def main(argv=None):
     pretrain_iters = {m: [load_checkpoint_meta(p).get('iter') for _, p in seeds]
                       for m, seeds in runs.items()}
     timing['data and encoders'] = time.time() - t0
+    t1 = time.time()
+    selection = select_settings(args, data, runs)
+    if selection:
+        write_selection(args.out, selection, (
+            f'Each candidate fine-tuned {selection["encoder"]} on '
+            f'{data["counts"]["train"]["images"]} train images and was scored on '
+            f'{selection["val_images"]} validation images.'))
+        timing['selection on validation'] = time.time() - t1
     t1 = time.time()
     scores, zero = finetune_scores(args, data, runs)
     timing['fine-tuning'] = time.time() - t1
@@ -616,7 +715,7 @@ def main(argv=None):
     timing['picture'] = time.time() - t2
     timing['total'] = time.time() - t0
     results = merge(scores, pretrain_iters, args.first_seed)
-    summary = write_report(args, data, runs, results, zero, timing, picture)
+    summary = write_report(args, data, runs, results, zero, timing, picture, selection)
     report = osp.join(args.out, output_name('results', args.first_seed) + '.md')
     print(f'total {timing["total"]:.0f} s; {report}; picture '
           f'{picture}')

@@ -89,7 +89,7 @@ def config_key(config: str, checkpoint: Optional[str]) -> dict:
 
 def finetune_jobs(args, runs: Dict[str, List[tuple]],
                   write_config: Callable[[str, int, str, Optional[str]], str],
-                  first_seed: int = 0) -> tuple:
+                  first_seed: int = 0, with_untrained: bool = True) -> tuple:
     """A fine-tuning job per encoder and seed, and one from random weights per seed
     (``untrained``), each a tools/benchmarks/transfer.sh call that exports the backbone (from
     scratch: writes its initial weights), loads it strictly, trains with tools/train.py and
@@ -97,7 +97,8 @@ def finetune_jobs(args, runs: Dict[str, List[tuple]],
     module with the same trainable parameters; only the initial weights differ. A job whose
     metrics exist for the same config and checkpoint is reused.
 
-    The i-th run of a method is seed ``first_seed + i``.
+    The i-th run of a method is seed ``first_seed + i``. ``with_untrained=False``: the given
+    encoders only (choosing settings on validation needs no reference).
 
     ``write_config(pretrain_config, seed, name, backbone_export)`` writes the derived
     config and returns its path. All configs are written here, before any job starts, so no
@@ -108,7 +109,8 @@ def finetune_jobs(args, runs: Dict[str, List[tuple]],
     """
     jobs, where = [], {}
     untrained = [(config, None) for config, _ in runs[next(iter(runs))]]
-    for method, seeds in list(runs.items()) + [(UNTRAINED, untrained)]:
+    references = [(UNTRAINED, untrained)] if with_untrained else []
+    for method, seeds in list(runs.items()) + references:
         for seed, (config, checkpoint) in enumerate(seeds, start=first_seed):
             name = run_name(method, seed)
             work_dir = osp.join(args.out, 'finetune', name)

@@ -1,0 +1,79 @@
+"""Settings chosen on validation data, never on test: ``--select OPTION=V1,V2 ...``.
+
+Each combination of the candidate values fine-tunes the baseline encoder of the first seed on
+the training part and is scored on the validation split; the combination with the highest
+validation score is then used for every run the report scores on test. ``selection.json`` /
+``selection.md`` under ``--out`` say which candidate won, on which numbers, and that those
+numbers are validation numbers.
+"""
+import itertools
+from typing import Dict, List
+
+from .runs import write_json
+
+# the options --select may set (argparse dest: type)
+SELECTABLE = {'finetune_lr': float, 'finetune_iters': int}
+
+
+def add_selection_args(parser) -> None:
+    group = parser.add_argument_group('choosing on validation (never on test)')
+    group.add_argument('--val-fraction', type=float, metavar='F',
+                       help='carve this fraction of the training images (fixed seed) as the '
+                       'validation split; fine-tuning trains on the rest. Default: the '
+                       "dataset's own validation split where it has one")
+    group.add_argument('--select', nargs='+', metavar='OPTION=V1,V2',
+                       help='candidate fine-tuning settings (' + ', '.join(SELECTABLE) +
+                       '): every combination fine-tunes the baseline of the first seed and is '
+                       'scored on validation; the best is used for the test runs '
+                       '(selection.json / .md say which and why)')
+
+
+def parse_select(parser, items: List[str]) -> List[Dict[str, object]]:
+    """The candidate combinations of ``--select`` items, in the order given."""
+    options = {}
+    for item in items:
+        name, _, values = item.partition('=')
+        name = name.strip().replace('-', '_')
+        if name not in SELECTABLE or not values:
+            parser.error(f'--select {item}: give OPTION=V1,V2 with OPTION one of '
+                         f'{", ".join(SELECTABLE)}.')
+        try:
+            options[name] = [SELECTABLE[name](v) for v in values.split(',')]
+        except ValueError:
+            parser.error(f'--select {item}: the values of {name} must be '
+                         f'{SELECTABLE[name].__name__}s.')
+    return [dict(zip(options, combo)) for combo in itertools.product(*options.values())]
+
+
+def choose(candidates: List[Dict[str, object]], scores: List[float], metric: str,
+           split_name: str) -> dict:
+    """The selection record: every candidate with its validation score, the winner (the highest
+    score; the first of equal ones) and why."""
+    best = max(range(len(candidates)), key=lambda i: (scores[i], -i))
+    others = ', '.join(f'{_text(c)}: {s:.2f}' for i, (c, s) in
+                       enumerate(zip(candidates, scores)) if i != best)
+    return dict(metric=metric, split=split_name,
+                candidates=[dict(settings=c, score=s) for c, s in zip(candidates, scores)],
+                winner=candidates[best],
+                why=f'highest {metric} on the {split_name} split: {scores[best]:.2f} '
+                    f'({_text(candidates[best])}) against {others or "no other candidate"}')
+
+
+def _text(settings: Dict[str, object]) -> str:
+    return ', '.join(f'{k} {v}' for k, v in settings.items())
+
+
+def write_selection(out: str, record: dict, context: str) -> List[str]:
+    """<out>/selection.json and .md (``context``: what each candidate ran, on which data);
+    returns the lines written."""
+    import os.path as osp
+    lines = ['Settings chosen on validation (these numbers chose them; none is a test number). '
+             + context, '', f'| candidate | {record["metric"]} ({record["split"]}) |',
+             '|---|---|']
+    lines += [f'| {_text(c["settings"])} | {c["score"]:.2f} |' for c in record['candidates']]
+    lines += ['', f'Chosen: {_text(record["winner"])}; {record["why"]}.']
+    write_json(osp.join(out, 'selection.json'), record)
+    with open(osp.join(out, 'selection.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+    return lines
