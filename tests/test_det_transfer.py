@@ -514,7 +514,7 @@ def test_box_mask_metric_scores_the_boxes_filled_not_the_masks(tmp_path):
 
 
 def test_split_coco_carves_whole_images_with_a_fixed_seed():
-    from repre_mm.datasets.coco_split import split_coco
+    from repre_mm.datasets.splits import split_coco
     coco = dict(info={}, categories=[dict(id=1, name='a')],
                 images=[dict(id=i, file_name=f'{i}.png') for i in range(10)],
                 annotations=[dict(id=100 + i, image_id=i % 10, category_id=1) for i in range(15)])

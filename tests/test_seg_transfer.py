@@ -252,9 +252,73 @@ def test_encoders_of_different_normalisations_are_refused_by_the_probe(tmp_path)
     assert configs[0] in str(e.value) and configs[1] in str(e.value)
 
 
+def test_select_chooses_on_validation_and_the_test_runs_use_the_choice(quick_run, tmp_path):
+    """--val-fraction carves train images into <out>/splits/val.txt (the probe and fine-tuning
+    train on the rest), --select fine-tunes the first seed's baseline once per candidate,
+    scored on those images (never on test), and every run scored on test uses the winner."""
+    from mmengine.config import Config
+    from repre_mm.benchmarks.runs import checkpoint_of
+    data, quick_out, _, _ = quick_run
+    given = [f'baseline={checkpoint_of(osp.join(quick_out, "pretrain", f"baseline_seed{s}"))}'
+             for s in range(2)]
+    out = str(tmp_path / 'out')
+    summary, stdout = run_benchmark(out, data, '--checkpoints', *given, '--val-fraction', '0.25',
+                                    '--select', 'finetune_lr=1e-3,3e-3')
+    selection = json.load(open(osp.join(out, 'selection.json')))
+    scores = [c['score'] for c in selection['candidates']]
+    assert [c['settings'] for c in selection['candidates']] == [dict(finetune_lr=1e-3),
+                                                                dict(finetune_lr=3e-3)]
+    assert selection['winner'] == selection['candidates'][scores.index(max(scores))]['settings']
+    assert summary['selection'] == selection and selection['val_images'] == 4
+    stems = {part: open(osp.join(out, 'splits', f'{part}.txt')).read().split()
+             for part in ('train', 'val')}
+    assert len(stems['val']) == 4 and len(stems['train']) == 12
+    assert sorted(stems['train'] + stems['val']) == sorted(
+        osp.splitext(f)[0] for f in os.listdir(osp.join(data, 'ann_dir', 'train')))
+    assert '[probe] reading 12 train / 8 test images' in stdout
+    for i in range(2):  # the candidates: trained on the rest, scored on the carved images
+        cfg = Config.fromfile(osp.join(out, 'select', f'candidate{i}', 'finetune', 'configs',
+                                       'baseline_seed0.py'))
+        assert cfg.optim_wrapper.optimizer.lr == selection['candidates'][i]['settings'][
+            'finetune_lr']
+        train, test = cfg.train_dataloader.dataset, cfg.test_dataloader.dataset
+        assert (train.split, train.ann_file) == ('train', osp.join(out, 'splits', 'train.txt'))
+        assert (test.split, test.ann_file) == ('train', osp.join(out, 'splits', 'val.txt'))
+    for name in ('baseline_seed0', 'baseline_seed1', 'untrained_seed1'):  # the scored runs
+        cfg = Config.fromfile(osp.join(out, 'finetune', 'configs', f'{name}.py'))
+        assert cfg.optim_wrapper.optimizer.lr == selection['winner']['finetune_lr']
+        assert cfg.train_dataloader.dataset.ann_file == osp.join(out, 'splits', 'train.txt')
+        assert (cfg.test_dataloader.dataset.split, cfg.test_dataloader.dataset.ann_file) == (
+            'test', '')
+    report = open(osp.join(out, 'results.md')).read()
+    assert report.startswith('Chosen on validation (baseline_seed0): finetune_lr')
+    assert 'Validation: 4 images, carved from train' in report
+
+
+def test_the_datasets_own_val_split_is_the_default_validation(tmp_path):
+    from repre_mm.benchmarks import seg_transfer
+    with_val = scene_seg_folder(str(tmp_path / 'a'), counts=(('train', 4), ('val', 2),
+                                                             ('test', 2)))
+    data = seg_transfer.prepare_data(seg_transfer.parse_args(['--data', with_val, '--out',
+                                                              str(tmp_path / 'out_a')]))
+    assert data['finetune_splits'] == dict(train=('train', ''), val=('val', ''),
+                                           test=('test', ''))
+    assert data['probe_train'] == data['info'].pairs['train']
+    without = scene_seg_folder(str(tmp_path / 'b'), counts=(('train', 4), ('test', 2)))
+    args = seg_transfer.parse_args(['--data', without, '--out', str(tmp_path / 'out_b'),
+                                    '--select', 'finetune_lr=1e-3,2e-3'])
+    data = seg_transfer.prepare_data(args)
+    assert 'val' not in data['finetune_splits']
+    with pytest.raises(SystemExit, match='has none: give --val-fraction F'):
+        seg_transfer.select_settings(args, data, {'baseline': [('c.py', 'c.pth')]})
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--checkpoints', 'baseline=a.pth', '--methods', 'repre'], '--checkpoints names its own'),
     (['--methods', 'baseline_equal_compute'], 'add baseline and repre to --methods'),
+    (['--select', 'finetune_lr=1e-3,2e-3', '--no-finetune'], 'drop --no-finetune'),
+    (['--val-fraction', '1.5'], 'give a fraction between 0 and 1'),
+    (['--select', 'finetune_lrr=1e-3'], 'OPTION one of finetune_lr, finetune_iters'),
 ])
 def test_arguments_that_cannot_go_together_are_refused_at_once(argv, message, capsys):
     from repre_mm.benchmarks import seg_transfer

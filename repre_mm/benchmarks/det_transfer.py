@@ -31,7 +31,6 @@ Training never reads the test split: fine-tuning trains on instances_train.json 
 validation images) without validation; instances_test.json is read by tools/test.py only.
 """
 import argparse
-import dataclasses
 import functools
 import json
 import os
@@ -50,7 +49,8 @@ from ..utils.logging import quiet_mmengine
 from .pretrain import EQUAL_COMPUTE, dump_config, run_name
 from ..utils.resources import shipped_config
 from .runs import Job, checkpoint_of, read_json, run_jobs, tool, write_json
-from .selection import add_selection_args, choose, parse_select, write_selection
+from .selection import (add_selection_args, check_selection_args, chosen_text,
+                        select_on_validation, write_selection)
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, config_key,
                        finetune_jobs, output_name, parse_checkpoints, pretrain_config_of,
@@ -148,9 +148,7 @@ def parse_args(argv=None):
     if args.finetune_iters < 1:
         parser.error('--finetune-iters must be at least 1 (the "0 iterations" reference is '
                      'added by the benchmark itself).')
-    if args.val_fraction is not None and not 0 < args.val_fraction < 1:
-        parser.error(f'--val-fraction {args.val_fraction}: give a fraction between 0 and 1.')
-    args.candidates = parse_select(parser, args.select) if args.select else None
+    check_selection_args(parser, args)
     return args
 
 
@@ -240,7 +238,7 @@ def validation_split(args, data: dict) -> dict:
     <out>/splits/instances_train.json (the rest); otherwise the dataset's own
     annotations/instances_val.json where it exists. Validation labels are only ever scored
     (``--select``); the test split is untouched."""
-    from ..datasets.coco_split import split_coco
+    from ..datasets.splits import split_coco
     own = osp.join(data['root'], ANNOTATIONS.format('val'))
     if args.val_fraction is None:
         if osp.isfile(own):
@@ -481,35 +479,18 @@ def finetune_scores(args, data, runs) -> tuple:
 
 
 def select_settings(args, data, runs) -> Optional[dict]:
-    """``--select``: each candidate fine-tunes the first seed's baseline (the first method of
-    --checkpoints) on the training part and is scored on the validation split; the winner's
-    settings are then set on ``args`` for every run scored on test. Returns the selection record
-    (None without --select)."""
-    if not args.candidates:
-        return None
-    if 'val' not in data['ann_files']:
+    """``--select`` (repre_mm/benchmarks/selection.py): the candidates scored on mask AP of
+    the validation split."""
+    if args.candidates and 'val' not in data['ann_files']:
         raise SystemExit(f'--select scores its candidates on a validation split and there is '
                          f'none: give --val-fraction F, or add {ANNOTATIONS.format("val")} '
                          f'under --data.')
-    method = 'baseline' if 'baseline' in runs else next(iter(runs))
-    jobs, metrics = [], []
-    for i, candidate in enumerate(args.candidates):
-        settings = dict(vars(args), **candidate, out=osp.join(args.out, 'select', f'candidate{i}'))
-        candidate_args = argparse.Namespace(**settings)
-        candidate_jobs, where = finetune_jobs(
-            candidate_args, {method: runs[method][:1]},
-            functools.partial(finetune_config, candidate_args, data, split='val'),
-            args.first_seed, with_untrained=False)
-        jobs += [dataclasses.replace(job, name=f'candidate{i}_{job.name}')
-                 for job in candidate_jobs]
-        metrics += list(where.values())
-    run_jobs(jobs, osp.join(args.out, 'select'), args.jobs)
-    scores = [detection_scores(read_json(path))[SELECT_METRIC] for path in metrics]
-    record = choose(args.candidates, scores, METRIC_NAMES[SELECT_METRIC], 'validation')
-    record.update(encoder=f'{run_name(method, args.first_seed)}', val_images=data['counts'].get(
-        'val', {}).get('images'))
-    for name, value in record['winner'].items():
-        setattr(args, name, value)
+    record = select_on_validation(
+        args, runs, lambda candidate: functools.partial(finetune_config, candidate, data,
+                                                        split='val'),
+        lambda metrics: detection_scores(metrics)[SELECT_METRIC], METRIC_NAMES[SELECT_METRIC])
+    if record:
+        record['val_images'] = data['counts']['val']['images']
     return record
 
 
@@ -664,18 +645,16 @@ def validation_text(args, data) -> str:
 
 def write_report(args, data, runs, results, zero, timing, picture, selection=None) -> dict:
     comparisons = all_comparisons(results, METRICS)
-    chosen = ([f'Chosen on validation ({selection["encoder"]}): '
-               f'{", ".join(f"{k} {v}" for k, v in selection["winner"].items())}; '
-               f'{selection["why"]} (selection.md).', ''] if selection else [])
-    lines = chosen + [describe(args, data, runs), ''] + results_table(results, zero) + \
+    lines = chosen_text(selection) + [describe(args, data, runs), ''] + \
+        results_table(results, zero) + \
         ['', trained_vs_untrained_heads(results, zero),
          '', 'Paired differences (per seed, mean, 95 % Student-t interval, verdict):', ''] + \
         comparison_table(comparisons, METRIC_NAMES) + \
         ['', 'Wall clock per stage (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timing.items())]
     settings = {k: v for k, v in vars(args).items() if k != 'given'}
     summary = dict(settings=settings, data={k: v for k, v in data.items()}, selection=selection,
-                   results=results,
-                   zero_iterations=zero, paired=comparisons, timing_s=timing, picture=picture,
+                   results=results, zero_iterations=zero, paired=comparisons, timing_s=timing,
+                   picture=picture,
                    encoders={m: [dict(config=c, checkpoint=p) for c, p in seeds]
                              for m, seeds in runs.items()},
                    torch=torch.__version__)

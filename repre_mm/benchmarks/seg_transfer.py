@@ -22,8 +22,16 @@ For a semantic-segmentation dataset in mmseg's folder layout (``img_dir/``, ``an
 A variant chosen on seeds 0-2 is confirmed on fresh seeds, paired on those alone:
 ``--methods baseline <variant> --first-seed 3`` (finished runs are reused).
 
-Training never reads the test split: pre-training reads img_dir/train (and img_dir/val), the
-probe is fitted on train, fine-tuning trains on train without validation.
+Settings are chosen on validation, never on test: the dataset's own val split (or
+``--val-fraction F``, images carved out of train with a fixed seed, listed in
+<out>/splits/{train,val}.txt) and ``--select finetune_lr=5e-4,1e-3 ...`` fine-tune the first
+seed's baseline once per candidate, score mIoU on validation, and run the benchmark with the
+winner (selection.json / .md; repre_mm/benchmarks/selection.py).
+
+Training never reads the test split, and no label of the validation split trains anything:
+pre-training reads the images (no labels) of img_dir/train (and img_dir/val), the probe is
+fitted on train (less the carved images), fine-tuning trains on train (less the carved images)
+without validation.
 """
 import argparse
 import functools
@@ -50,6 +58,8 @@ from .pretrain import (EQUAL_COMPUTE, FRAMEWORKS, METHODS, ViewSpec, dump_config
                        plan_pretraining, pretrain_config, run_name)
 from ..utils.resources import shipped_config
 from .runs import checkpoint_of, file_key, read_json, run_jobs, stored_or_computed
+from .selection import (add_selection_args, check_selection_args, chosen_text,
+                        select_on_validation, write_selection)
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, finetune_jobs,
                        output_name, parse_checkpoints, pretrain_config_of, vit_size,
@@ -64,6 +74,7 @@ FULL_CONFIG = 'configs/downstream/mmseg/upernet_vit-small-p16_8xb2-10k_camvid-36
 PROBE_FILE = 'seg_probe.json'
 # bump when the probe changes what it measures: stored scores then no longer match
 PROBE_VERSION = 1
+VAL_SEED = 0  # the seed of the images --val-fraction carves out of train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help='UperNet channels (the full config has 512)')
     group.add_argument('--no-finetune', action='store_true', help='the probe only')
     group.add_argument('--picture-images', type=int, default=4)
+    add_selection_args(parser)
     return parser
 
 
@@ -132,6 +144,9 @@ def parse_args(argv=None):
     if args.framework == 'dino' and EQUAL_COMPUTE in args.methods:
         parser.error('baseline_equal_compute is MoCo v3 only: DINOTeacherTempHook counts '
                      'epochs, which an iteration-based run does not advance.')
+    check_selection_args(parser, args)
+    if args.candidates and args.no_finetune:
+        parser.error('--select chooses fine-tuning settings: drop --no-finetune.')
     if args.crop % args.patch or args.short_side % args.patch:
         parser.error(f'--crop {args.crop} and --short-side {args.short_side} must be multiples '
                      f'of --patch {args.patch}.')
@@ -171,7 +186,36 @@ def prepare_data(args) -> dict:
     return dict(info=info, pretrain_splits=splits, num_pretrain=len(images),
                 pretrain_root=image_root,
                 spec=ViewSpec(img_size=args.crop, patch=args.patch, mean=mean, std=std,
-                              colour=colour))
+                              colour=colour), **validation_split(args, info))
+
+
+def validation_split(args, info) -> dict:
+    """Where each part is read from: ``finetune_splits`` {part: (folder split, stem list file or
+    '')} for train, test and (where there is one) val, and ``probe_train``, the pairs the probe
+    is fitted on. ``--val-fraction F`` carves F of the train images (seed VAL_SEED) into
+    <out>/splits/val.txt, the rest into <out>/splits/train.txt (mmseg's ann_file: one stem a
+    line); otherwise the dataset's own val split, where it has one."""
+    from ..datasets.splits import carve
+    parts = dict(train=('train', ''), test=('test', ''))
+    if args.val_fraction is None:
+        if 'val' in info.pairs:
+            parts['val'] = ('val', '')
+        return dict(finetune_splits=parts, probe_train=info.pairs['train'])
+    pairs = info.pairs['train']
+    try:
+        carved = set(carve(len(pairs), args.val_fraction, VAL_SEED))
+    except ValueError as error:
+        raise SystemExit(f'--val-fraction {args.val_fraction}: {error}')
+    labels = osp.join(args.data, 'ann_dir', 'train')
+    stems = [osp.splitext(osp.relpath(label, labels))[0] for _, label in pairs]
+    for part, keep in (('train', lambda i: i not in carved), ('val', lambda i: i in carved)):
+        path = osp.abspath(osp.join(args.out, 'splits', f'{part}.txt'))
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            f.write(''.join(f'{stem}\n' for i, stem in enumerate(stems) if keep(i)))
+        parts[part] = ('train', path)
+    return dict(finetune_splits=parts,
+                probe_train=[pair for i, pair in enumerate(pairs) if i not in carved])
 
 
 def downscaled_copies(images: List[str], src: str, dst: str, short_side: int) -> None:
@@ -272,9 +316,9 @@ def probe_scores(args, data, runs) -> tuple:
 
     def get_probe():  # images are read only when some score is missing
         if not probe:
-            print(f'[probe] reading {len(info.pairs["train"])} train / '
+            print(f'[probe] reading {len(data["probe_train"])} train / '
                   f'{len(info.pairs["test"])} test images at short side {args.short_side}')
-            probe.append(SegmentationProbe(info.pairs['train'], info.pairs['test'],
+            probe.append(SegmentationProbe(data['probe_train'], info.pairs['test'],
                                            info.classes, args.short_side, patch, norm['mean'],
                                            norm['std']))
         return probe[0]
@@ -282,9 +326,11 @@ def probe_scores(args, data, runs) -> tuple:
     def key(config, checkpoint, seed=None):
         with open(config, 'rb') as f:
             config_hash = hashlib.sha256(f.read()).hexdigest()
+        # the probe's training images differ with --val-fraction (older keys had none)
+        carved = dict(val_fraction=args.val_fraction) if args.val_fraction else {}
         return dict(version=PROBE_VERSION, data=osp.abspath(args.data),
                     short_side=args.short_side, config=config_hash, seed=seed,
-                    checkpoint=file_key(checkpoint) if checkpoint else None)
+                    checkpoint=file_key(checkpoint) if checkpoint else None, **carved)
 
     def score(config, checkpoint, seed=0):
         torch.manual_seed(seed)  # the initial weights of an untrained encoder
@@ -323,7 +369,9 @@ def probe_scores(args, data, runs) -> tuple:
     raw_pixels = stored_or_computed(
         osp.join(args.out, 'references', 'raw_pixels.json'),
         dict(version=PROBE_VERSION, data=osp.abspath(args.data), short_side=args.short_side,
-             patch=patch, mean=norm['mean'], std=norm['std']), pixels, 'raw pixels')
+             patch=patch, mean=norm['mean'], std=norm['std'],
+             **(dict(val_fraction=args.val_fraction) if args.val_fraction else {})),
+        pixels, 'raw pixels')
     scores[UNTRAINED] = untrained
     print('[probe] untrained: mIoU ' + ', '.join(f'{s["probe_miou"]:.2f}' for s in untrained) +
           f'; raw pixels {raw_pixels["probe_miou"]:.2f}')
@@ -337,13 +385,14 @@ def out_indices(depth: int) -> tuple:
 
 
 def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
-                    backbone_checkpoint: Optional[str]) -> str:
+                    backbone_checkpoint: Optional[str], split: str = 'test') -> str:
     """The full-size mmseg config (``--finetune-config``) shrunk to the CPU and to the
     pre-trained encoder: its backbone (the pre-training key layout) loaded strictly from
     ``backbone_checkpoint`` (what transfer.sh writes: the pre-trained encoder, or from
     scratch its initial weights; None: no loading), four tapped
     blocks, a narrower UperNet, the probe's image size, ``--finetune-iters`` iterations without
-    validation. Written under <out>/finetune/configs/: tools/train.py trains it as it is."""
+    validation, tested on ``split`` (the test split; 'val' for --select). Written under
+    <out>/finetune/configs/: tools/train.py trains it as it is."""
     cfg = Config.fromfile(shipped_config(args.finetune_config))
     backbone, norm = backbone_of(pretrain_cfg)
     embed, depth = vit_size(backbone)
@@ -377,9 +426,10 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
             elif t.type == 'RandomCrop':
                 t.crop_size = crop
     cfg.train_dataloader.batch_size = args.finetune_batch
-    cfg.train_dataloader.dataset.split = 'train'
     cfg.test_dataloader.update(batch_size=1)
-    cfg.test_dataloader.dataset.split = 'test'
+    for key, part in (('train_dataloader', 'train'), ('test_dataloader', split)):
+        folder, stems = data['finetune_splits'][part]
+        cfg[key].dataset.update(split=folder, ann_file=stems)
     # no validation: the test split is only read by tools/test.py after training
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     iters = args.finetune_iters
@@ -414,6 +464,40 @@ def finetune_scores(args, data, runs) -> tuple:
             finetune_per_class={k: (None if v != v else v) for k, v in per_class.items()},
             finetune_wall_s=walls[run_name(method, seed)]))
     return scores
+
+
+def select_settings(args, data, runs) -> Optional[dict]:
+    """``--select`` (repre_mm/benchmarks/selection.py): the candidates scored on fine-tuned
+    mIoU of the validation split."""
+    if args.candidates and 'val' not in data['finetune_splits']:
+        raise SystemExit(f'--select scores its candidates on a validation split and {args.data} '
+                         f'has none: give --val-fraction F, or add img_dir/val and ann_dir/val.')
+    record = select_on_validation(
+        args, runs, lambda candidate: functools.partial(finetune_config, candidate, data,
+                                                        split='val'),
+        lambda metrics: metrics['mIoU'], METRIC_NAMES['finetune_miou'])
+    if record:
+        record['val_images'] = validation_images(args, data)
+    return record
+
+
+def validation_images(args, data) -> int:
+    folder, stems = data['finetune_splits']['val']
+    if stems:
+        with open(stems) as f:
+            return sum(1 for line in f if line.strip())
+    return len(data['info'].pairs[folder])
+
+
+def validation_text(args, data) -> str:
+    if 'val' not in data['finetune_splits']:
+        return ''
+    where = (f'carved from train (--val-fraction {args.val_fraction}, seed {VAL_SEED}; the '
+             f'probe and fine-tuning trained on the remaining {len(data["probe_train"])})'
+             if args.val_fraction else "the dataset's own")
+    use = ('its labels scored only to choose settings (--select)' if args.candidates else
+           'its labels not used')
+    return f'Validation: {validation_images(args, data)} images, {where}, {use}. '
 
 
 # --- picture ---------------------------------------------------------------------------------
@@ -546,13 +630,15 @@ def describe(args, data, pretrain_info) -> str:
             f'{len(info.pairs["test"])} test images. Encoders: {what}. Probe: linear 1x1 head '
             f'on frozen patch tokens, images at short side {args.short_side} px, logits '
             f'upsampled to the label size, mIoU over the classes on the test split; {finetune}. '
-            f'Mean ± sd over seeds; mean pixels {spec.mean}.')
+            f'{validation_text(args, data)}Mean ± sd over seeds; mean pixels {spec.mean}.')
 
 
-def write_report(args, data, results, raw_pixels, pretrain_info, timing, picture) -> dict:
+def write_report(args, data, results, raw_pixels, pretrain_info, timing, picture,
+                 selection=None) -> dict:
     comparisons = all_comparisons(results, METRICS)
     classes = data['info'].classes
-    lines = [describe(args, data, pretrain_info), ''] + results_table(results, raw_pixels) + \
+    lines = chosen_text(selection) + [describe(args, data, pretrain_info), ''] + \
+        results_table(results, raw_pixels) + \
         ['', 'Paired differences (per seed, mean, 95 % Student-t interval, verdict):', ''] + \
         comparison_table(comparisons, METRIC_NAMES) + \
         ([] if args.no_finetune else ['', 'Per-class IoU, fine-tuned (mean over seeds):', ''] +
@@ -563,7 +649,8 @@ def write_report(args, data, results, raw_pixels, pretrain_info, timing, picture
                         classes, 'probe_per_class') + \
         ['', 'Wall clock per stage (s): ' + ', '.join(f'{k} {v:.0f}' for k, v in timing.items())]
     settings = {k: v for k, v in vars(args).items() if k != 'given'}
-    summary = dict(settings=settings, classes=classes, results=results, raw_pixels=raw_pixels,
+    summary = dict(settings=settings, classes=classes, selection=selection, results=results,
+                   raw_pixels=raw_pixels,
                    paired=comparisons, equal_compute=pretrain_info, timing_s=timing,
                    picture=picture, torch=torch.__version__)
     write_results(args.out, summary, lines, args.first_seed)
@@ -580,6 +667,13 @@ def main(argv=None):
     runs, pretrain_info, _ = encoders(args, data)
     timing['pre-training'] = time.time() - t0
     t1 = time.time()
+    selection = select_settings(args, data, runs)
+    if selection:
+        write_selection(args.out, selection, (
+            f'Each candidate fine-tuned {selection["encoder"]} on the training images and was '
+            f'scored on {selection["val_images"]} validation images.'))
+        timing['selection on validation'] = time.time() - t1
+    t1 = time.time()
     probe, raw_pixels = probe_scores(args, data, runs)
     timing['probe'] = time.time() - t1
     parts = [probe]
@@ -593,7 +687,8 @@ def main(argv=None):
         picture = prediction_picture(args, data, shown, picture_path)
     timing['total'] = time.time() - t0
     results = merge(parts, args.first_seed)
-    summary = write_report(args, data, results, raw_pixels, pretrain_info, timing, picture)
+    summary = write_report(args, data, results, raw_pixels, pretrain_info, timing, picture,
+                           selection)
     report = osp.join(args.out, output_name('results', args.first_seed) + '.md')
     print(f'total {timing["total"]:.0f} s; {report}; picture '
           f'{picture}')

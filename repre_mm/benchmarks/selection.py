@@ -6,10 +6,15 @@ validation score is then used for every run the report scores on test. ``selecti
 ``selection.md`` under ``--out`` say which candidate won, on which numbers, and that those
 numbers are validation numbers.
 """
+import argparse
+import dataclasses
 import itertools
-from typing import Dict, List
+import os.path as osp
+from typing import Callable, Dict, List, Optional
 
-from .runs import write_json
+from .pretrain import run_name
+from .runs import read_json, run_jobs, write_json
+from .transfer import finetune_jobs
 
 # the options --select may set (argparse dest: type)
 SELECTABLE = {'finetune_lr': float, 'finetune_iters': int}
@@ -26,6 +31,13 @@ def add_selection_args(parser) -> None:
                        '): every combination fine-tunes the baseline of the first seed and is '
                        'scored on validation; the best is used for the test runs '
                        '(selection.json / .md say which and why)')
+
+
+def check_selection_args(parser, args) -> None:
+    """Checks --val-fraction and sets ``args.candidates`` (None without --select)."""
+    if args.val_fraction is not None and not 0 < args.val_fraction < 1:
+        parser.error(f'--val-fraction {args.val_fraction}: give a fraction between 0 and 1.')
+    args.candidates = parse_select(parser, args.select) if args.select else None
 
 
 def parse_select(parser, items: List[str]) -> List[Dict[str, object]]:
@@ -57,6 +69,57 @@ def choose(candidates: List[Dict[str, object]], scores: List[float], metric: str
                 winner=candidates[best],
                 why=f'highest {metric} on the {split_name} split: {scores[best]:.2f} '
                     f'({_text(candidates[best])}) against {others or "no other candidate"}')
+
+
+def select_on_validation(args, runs: Dict[str, List[tuple]],
+                         validation_config: Callable[[argparse.Namespace], Callable],
+                         score_of: Callable[[dict], float], metric: str) -> Optional[dict]:
+    """``--select``: each candidate fine-tunes the first seed's baseline (the first method of
+    --checkpoints) on the training part under <out>/select/candidate<i>/ and is scored on the
+    validation split; the winner's settings are then set on ``args`` for every run scored on
+    test. Returns the selection record (None without --select).
+
+    Args:
+        validation_config: ``(candidate's args) -> write_config`` for
+            :func:`~.transfer.finetune_jobs`, a config that trains on the training part and is
+            tested on the validation split.
+        score_of: the candidate's score from its tools/test.py metrics.json.
+        metric: the score's name in the record.
+    """
+    if not args.candidates:
+        return None
+    method = 'baseline' if 'baseline' in runs else next(iter(runs))
+    jobs, metrics = [], []
+    for i, candidate in enumerate(args.candidates):
+        candidate_args = argparse.Namespace(
+            **dict(vars(args), **candidate, out=osp.join(args.out, 'select', f'candidate{i}')))
+        candidate_jobs, where = finetune_jobs(candidate_args, {method: runs[method][:1]},
+                                              validation_config(candidate_args),
+                                              args.first_seed, with_untrained=False)
+        jobs += [dataclasses.replace(job, name=f'candidate{i}_{job.name}')
+                 for job in candidate_jobs]
+        metrics += list(where.values())
+    run_jobs(jobs, osp.join(args.out, 'select'), args.jobs)
+    scores = []
+    for path in metrics:
+        found = read_json(path)
+        if found is None:
+            raise RuntimeError(f'{path} is missing: a --select candidate wrote no metrics (see '
+                               f'its log under {args.out}/select).')
+        scores.append(score_of(found))
+    record = choose(args.candidates, scores, metric, 'validation')
+    record['encoder'] = run_name(method, args.first_seed)
+    for name, value in record['winner'].items():
+        setattr(args, name, value)
+    return record
+
+
+def chosen_text(record: Optional[dict]) -> List[str]:
+    """The report's first lines: which settings validation chose, on which numbers."""
+    if not record:
+        return []
+    return [f'Chosen on validation ({record["encoder"]}): {_text(record["winner"])}; '
+            f'{record["why"]} (selection.md).', '']
 
 
 def _text(settings: Dict[str, object]) -> str:
