@@ -53,8 +53,9 @@ from .selection import (add_selection_args, check_selection_args, chosen_text,
                         select_on_validation, write_selection)
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, config_key,
-                       finetune_jobs, output_name, parse_checkpoints, pretrain_config_of,
-                       vit_size, write_picture_grid, write_results)
+                       finetune_backbone, finetune_jobs, output_name, parse_checkpoints,
+                       pretrain_config_of, set_iteration_schedule, vit_size, write_picture_grid,
+                       write_results)
 
 DOC = __doc__
 FULL_CONFIG = 'configs/downstream/mmdet/mask-rcnn_vit-small-p16-sfp_8xb2-1x_coco.py'
@@ -305,19 +306,49 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     without validation, ``split`` (the test split; 'val' for --select) scored by CocoMetric
     (box and mask). Written under <out>/finetune/configs/: tools/train.py trains it as it is."""
     cfg = Config.fromfile(shipped_config(args.finetune_config))
-    backbone, norm = backbone_of(pretrain_cfg)
-    embed, depth = vit_size(backbone)
-    patch = backbone['patch_size']
     short = args.short_side
-    backbone.pop('frozen_stages', None)
-    backbone.update(type='mmpretrain.' + backbone['type'].split('.')[-1], img_size=(short, short),
-                    out_type='featmap', out_indices=(depth - 1, ), drop_path_rate=0.0,
-                    init_cfg=dict(type='Pretrained', checkpoint=backbone_checkpoint,
-                                  prefix='backbone.', strict=True)
-                    if backbone_checkpoint else None)
-    if 'stop_grad_conv1' in backbone:
-        backbone['stop_grad_conv1'] = False  # a pre-training trick, not for fine-tuning
-    model = cfg.model
+    backbone, norm, embed, _ = finetune_backbone(pretrain_cfg, backbone_checkpoint,
+                                                 (short, short), lambda depth: (depth - 1, ))
+    shrink_mask_rcnn(cfg.model, backbone, norm, embed, args.neck_channels,
+                     len(data['classes']))
+    scale = (2 * short, short)
+    for key, part in (('train_dataloader', 'train'), ('test_dataloader', split)):
+        loader = cfg[key]
+        loader.update(num_workers=0, persistent_workers=False)
+        loader.dataset.update(data_root=data['root'], ann_file=data['ann_files'][part],
+                              data_prefix=dict(img=data['image_prefix']),
+                              metainfo=dict(classes=tuple(data['classes'])))
+        for t in loader.dataset.pipeline:
+            if t.type == 'Resize':
+                t.scale = scale
+            elif t.type == 'RandomResize':  # multi-scale recipes: the same range, scaled
+                top = max(min(s) for s in t.scale)
+                t.scale = [tuple(round(v * short / top) for v in s) for s in t.scale]
+    cfg.train_dataloader.update(batch_size=args.finetune_batch,
+                                sampler=dict(type='InfiniteSampler', shuffle=True))
+    cfg.test_dataloader.batch_size = 1
+    cfg.test_evaluator = [
+        dict(cfg.test_evaluator, ann_file=data['ann_files'][split], metric=['bbox', 'segm']),
+        dict(type='BoxMaskCocoMetric', ann_file=data['ann_files'][split])]
+    cfg.default_hooks.checkpoint = dict(type='AtomicCheckpointHook', by_epoch=False,
+                                        interval=args.finetune_iters, max_keep_ckpts=1)
+    # the weights this run starts from: the "0 iterations" reference tests them
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+        dict(type='InitialWeightsHook', filename=INITIAL_WEIGHTS)]
+    cfg.log_processor = dict(type='LogProcessor', window_size=10, by_epoch=False)
+    # the 1x schedule's shape (steps at 8/12 and 11/12), in iterations
+    set_iteration_schedule(cfg, args, seed, lambda iters, _: dict(
+        type='MultiStepLR', by_epoch=False, begin=0, end=iters, gamma=0.1,
+        milestones=[round(iters * 8 / 12), round(iters * 11 / 12)]))
+    return dump_config(cfg, osp.join(args.out, 'finetune', 'configs', f'{name}.py'))
+
+
+def shrink_mask_rcnn(model, backbone: dict, norm: dict, embed: int, channels: int,
+                     num_classes: int) -> None:
+    """The full config's Mask R-CNN (``model``, changed in place) on ``backbone``: its
+    normalisation, a pyramid whose strides follow the patch, RPN and RoI heads of ``channels``
+    channels for ``num_classes`` classes, fewer training RoIs."""
+    patch = backbone['patch_size']
     model.backbone = backbone
     # the pyramid's strides follow the patch: (4, 2, 1, 0.5) x the ViT map, plus a pooled level
     scales = model.neck.get('scale_factors', (4.0, 2.0, 1.0, 0.5))
@@ -327,8 +358,6 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
         raise SystemExit(f'patch {patch}: the pyramid strides {strides} are not whole pixels; '
                          f'a patch size divisible by 4 is needed.')
     strides = [int(s) for s in strides]
-    channels = args.neck_channels
-    num_classes = len(data['classes'])
     model.data_preprocessor.update(mean=norm['mean'], std=norm['std'], bgr_to_rgb=True,
                                    pad_size_divisor=max(32, 2 * patch))
     model.neck.update(in_channels=embed, out_channels=channels, num_outs=len(strides))
@@ -351,46 +380,6 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     # (0.05) included: AP of what a user would get
     model.train_cfg.rcnn.sampler.num = ROIS_PER_IMAGE
     model.train_cfg.rpn_proposal.nms_pre = model.test_cfg.rpn.nms_pre
-    scale = (2 * short, short)
-    for key, part in (('train_dataloader', 'train'), ('test_dataloader', split)):
-        loader = cfg[key]
-        loader.update(num_workers=0, persistent_workers=False)
-        loader.dataset.update(data_root=data['root'], ann_file=data['ann_files'][part],
-                              data_prefix=dict(img=data['image_prefix']),
-                              metainfo=dict(classes=tuple(data['classes'])))
-        for t in loader.dataset.pipeline:
-            if t.type == 'Resize':
-                t.scale = scale
-            elif t.type == 'RandomResize':  # multi-scale recipes: the same range, scaled
-                top = max(min(s) for s in t.scale)
-                t.scale = [tuple(round(v * short / top) for v in s) for s in t.scale]
-    cfg.train_dataloader.update(batch_size=args.finetune_batch,
-                                sampler=dict(type='InfiniteSampler', shuffle=True))
-    cfg.test_dataloader.batch_size = 1
-    cfg.test_evaluator = [
-        dict(cfg.test_evaluator, ann_file=data['ann_files'][split], metric=['bbox', 'segm']),
-        dict(type='BoxMaskCocoMetric', ann_file=data['ann_files'][split])]
-    # no validation: the test split is only read by tools/test.py after training
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    iters = args.finetune_iters
-    warmup = max(1, iters // 10)
-    cfg.optim_wrapper.optimizer.lr = args.finetune_lr
-    cfg.param_scheduler = [  # the 1x schedule's shape (steps at 8/12 and 11/12), in iterations
-        # end = warmup + 1: LinearLR reaches the full lr at its last step (end - 1); with
-        # end=warmup it stops a step short, at the start factor for a 1-step warm-up
-        dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup + 1),
-        dict(type='MultiStepLR', by_epoch=False, begin=0, end=iters, gamma=0.1,
-             milestones=[round(iters * 8 / 12), round(iters * 11 / 12)])]
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
-    cfg.default_hooks.checkpoint = dict(type='AtomicCheckpointHook', by_epoch=False, interval=iters,
-                                        max_keep_ckpts=1)
-    cfg.default_hooks.logger.interval = 1 if args.quick else 10
-    # the weights this run starts from: the "0 iterations" reference tests them
-    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
-        dict(type='InitialWeightsHook', filename=INITIAL_WEIGHTS)]
-    cfg.log_processor = dict(type='LogProcessor', window_size=10, by_epoch=False)
-    cfg.randomness = dict(seed=seed)
-    return dump_config(cfg, osp.join(args.out, 'finetune', 'configs', f'{name}.py'))
 
 
 def zero_iterations_job(args, runs) -> tuple:

@@ -61,9 +61,9 @@ from .runs import checkpoint_of, file_key, read_json, run_jobs, stored_or_comput
 from .selection import (add_selection_args, check_selection_args, chosen_text,
                         select_on_validation, write_selection)
 from .stats import comparison_table, fmt
-from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, finetune_jobs,
-                       output_name, parse_checkpoints, pretrain_config_of, vit_size,
-                       write_picture_grid, write_results)
+from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, finetune_backbone,
+                       finetune_jobs, output_name, parse_checkpoints, pretrain_config_of,
+                       set_iteration_schedule, write_picture_grid, write_results)
 
 DOC = __doc__
 METRICS = ('probe_miou', 'probe_miou_mid', 'finetune_miou')
@@ -306,6 +306,18 @@ def probe_inputs(runs) -> tuple:
     return patch, dict(mean=list(mean), std=list(std))
 
 
+def probe_key(args, config: str, checkpoint: Optional[str], seed=None) -> dict:
+    """What a stored probe score is reused for: the data, the image size, the encoder (config
+    bytes, checkpoint) and, for --val-fraction, the images the probe is fitted on."""
+    with open(config, 'rb') as f:
+        config_hash = hashlib.sha256(f.read()).hexdigest()
+    # the probe's training images differ with --val-fraction (older keys had none)
+    carved = dict(val_fraction=args.val_fraction) if args.val_fraction else {}
+    return dict(version=PROBE_VERSION, data=osp.abspath(args.data), short_side=args.short_side,
+                config=config_hash, seed=seed,
+                checkpoint=file_key(checkpoint) if checkpoint else None, **carved)
+
+
 def probe_scores(args, data, runs) -> tuple:
     """Probe scores of every encoder ({method: [scores per seed]}, untrained included) and of
     raw pixels."""
@@ -323,15 +335,6 @@ def probe_scores(args, data, runs) -> tuple:
                                            norm['std']))
         return probe[0]
 
-    def key(config, checkpoint, seed=None):
-        with open(config, 'rb') as f:
-            config_hash = hashlib.sha256(f.read()).hexdigest()
-        # the probe's training images differ with --val-fraction (older keys had none)
-        carved = dict(val_fraction=args.val_fraction) if args.val_fraction else {}
-        return dict(version=PROBE_VERSION, data=osp.abspath(args.data),
-                    short_side=args.short_side, config=config_hash, seed=seed,
-                    checkpoint=file_key(checkpoint) if checkpoint else None, **carved)
-
     def score(config, checkpoint, seed=0):
         torch.manual_seed(seed)  # the initial weights of an untrained encoder
         model = init_model(config, checkpoint)
@@ -348,7 +351,7 @@ def probe_scores(args, data, runs) -> tuple:
             where = (osp.dirname(checkpoint) if not args.checkpoints else
                      osp.join(args.out, 'given', run_name(method, seed)))
             scores.setdefault(method, []).append(stored_or_computed(
-                osp.join(where, PROBE_FILE), key(config, checkpoint),
+                osp.join(where, PROBE_FILE), probe_key(args, config, checkpoint),
                 lambda: score(config, checkpoint), f'{method} seed {seed}'))
             print(f'[probe] {method} seed {seed}: mIoU {scores[method][-1]["probe_miou"]:.2f} '
                   f'(final), {scores[method][-1]["probe_miou_mid"]:.2f} (mid block)')
@@ -358,7 +361,8 @@ def probe_scores(args, data, runs) -> tuple:
                     for seed, (config, _) in enumerate(seeds, start=args.first_seed)}
     untrained = [stored_or_computed(
         osp.join(args.out, 'references', f'untrained_seed{seed}.json'),
-        key(config, None, seed), lambda config=config, seed=seed: score(config, None, seed),
+        probe_key(args, config, None, seed),
+        lambda config=config, seed=seed: score(config, None, seed),
         f'the untrained encoder, seed {seed}') for seed, config in sorted(seed_configs.items())]
 
     def pixels():
@@ -394,18 +398,10 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     validation, tested on ``split`` (the test split; 'val' for --select). Written under
     <out>/finetune/configs/: tools/train.py trains it as it is."""
     cfg = Config.fromfile(shipped_config(args.finetune_config))
-    backbone, norm = backbone_of(pretrain_cfg)
-    embed, depth = vit_size(backbone)
     short = args.short_side
     crop, scale = (short, short), (2 * short, short)
-    backbone.pop('frozen_stages', None)
-    backbone.update(type='mmpretrain.' + backbone['type'].split('.')[-1], img_size=crop,
-                    out_type='featmap', out_indices=out_indices(depth), drop_path_rate=0.0,
-                    init_cfg=dict(type='Pretrained', checkpoint=backbone_checkpoint,
-                                  prefix='backbone.', strict=True)
-                    if backbone_checkpoint else None)
-    if 'stop_grad_conv1' in backbone:
-        backbone['stop_grad_conv1'] = False  # a pre-training trick, not for fine-tuning
+    backbone, norm, embed, _ = finetune_backbone(pretrain_cfg, backbone_checkpoint, crop,
+                                                 out_indices)
     num_classes = len(data['info'].classes)
     channels = args.head_channels
     cfg.model.backbone = backbone
@@ -430,20 +426,9 @@ def finetune_config(args, data, pretrain_cfg: str, seed: int, name: str,
     for key, part in (('train_dataloader', 'train'), ('test_dataloader', split)):
         folder, stems = data['finetune_splits'][part]
         cfg[key].dataset.update(split=folder, ann_file=stems)
-    # no validation: the test split is only read by tools/test.py after training
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    iters = args.finetune_iters
-    warmup = max(1, iters // 10)
-    cfg.optim_wrapper.optimizer.lr = args.finetune_lr
-    cfg.param_scheduler = [
-        # end = warmup + 1: LinearLR reaches the full lr at its last step (end - 1); with
-        # end=warmup it stops a step short (PolyLR leaves the lr as it is at its first step)
-        dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup + 1),
-        dict(type='PolyLR', eta_min=0.0, power=1.0, begin=warmup, end=iters, by_epoch=False)]
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
-    cfg.default_hooks.checkpoint.update(interval=iters, max_keep_ckpts=1)
-    cfg.default_hooks.logger.update(interval=1 if args.quick else 10)
-    cfg.randomness = dict(seed=seed)
+    cfg.default_hooks.checkpoint.update(interval=args.finetune_iters, max_keep_ckpts=1)
+    set_iteration_schedule(cfg, args, seed, lambda iters, warmup: dict(
+        type='PolyLR', eta_min=0.0, power=1.0, begin=warmup, end=iters, by_epoch=False))
     cfg.work_dir = None
     return dump_config(cfg, osp.join(args.out, 'finetune', 'configs', f'{name}.py'))
 

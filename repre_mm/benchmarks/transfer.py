@@ -79,6 +79,47 @@ def vit_size(backbone: dict) -> tuple:
     return settings['embed_dims'], settings['num_layers']
 
 
+def finetune_backbone(pretrain_cfg: str, checkpoint: Optional[str], img_size: tuple,
+                      out_indices: Callable[[int], tuple]) -> tuple:
+    """The backbone of a fine-tuning config derived from a pre-training config: the same
+    module (the pre-training key layout) as mmpretrain's, feature maps of the blocks
+    ``out_indices(depth)``, no drop path, loaded strictly from ``checkpoint`` (what transfer.sh
+    writes: the pre-trained encoder, or from scratch its initial weights; None: no loading).
+
+    Returns:
+        tuple: (backbone dict, dict(mean, std) of the pre-training, embed dims, depth).
+    """
+    backbone, norm = backbone_of(pretrain_cfg)
+    embed, depth = vit_size(backbone)
+    backbone.pop('frozen_stages', None)
+    backbone.update(type='mmpretrain.' + backbone['type'].split('.')[-1], img_size=img_size,
+                    out_type='featmap', out_indices=out_indices(depth), drop_path_rate=0.0,
+                    init_cfg=dict(type='Pretrained', checkpoint=checkpoint,
+                                  prefix='backbone.', strict=True) if checkpoint else None)
+    if 'stop_grad_conv1' in backbone:
+        backbone['stop_grad_conv1'] = False  # a pre-training trick, not for fine-tuning
+    return backbone, norm, embed, depth
+
+
+def set_iteration_schedule(cfg: Config, args, seed: int,
+                           decay: Callable[[int, int], dict]) -> None:
+    """``--finetune-iters`` iterations at ``--finetune-lr``: a linear warm-up over the first
+    tenth, then ``decay(iters, warmup)`` (a scheduler dict); no validation (the test split is
+    only read by tools/test.py after training); the seed of the run."""
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    iters = args.finetune_iters
+    warmup = max(1, iters // 10)
+    cfg.optim_wrapper.optimizer.lr = args.finetune_lr
+    cfg.param_scheduler = [
+        # end = warmup + 1: LinearLR reaches the full lr at its last step (end - 1); with
+        # end=warmup it stops a step short, at the start factor for a 1-step warm-up
+        dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=warmup + 1),
+        decay(iters, warmup)]
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
+    cfg.default_hooks.logger.interval = 1 if args.quick else 10
+    cfg.randomness = dict(seed=seed)
+
+
 # --- fine-tuning jobs ------------------------------------------------------------------------
 def config_key(config: str, checkpoint: Optional[str]) -> dict:
     """What a finished run is reused for: the derived config's bytes and the checkpoint's."""
