@@ -129,7 +129,6 @@ def _text(settings: Dict[str, object]) -> str:
 def write_selection(out: str, record: dict, context: str) -> List[str]:
     """<out>/selection.json and .md (``context``: what each candidate ran, on which data);
     returns the lines written."""
-    import os.path as osp
     lines = ['Settings chosen on validation (these numbers chose them; none is a test number). '
              + context, '', f'| candidate | {record["metric"]} ({record["split"]}) |',
              '|---|---|']
