@@ -81,49 +81,14 @@ def run_jobs(jobs: Sequence[Job], out: str, parallel: int = 2) -> Dict[str, Opti
         {name: wall seconds} in the order of ``jobs`` (a reused job's recorded wall clock, None
         if it was not recorded).
     """
-    earlier = set()
-    for job in jobs:
-        missing = [name for name in job.after if name not in earlier]
-        if missing:
-            raise ValueError(f'job {job.name} waits for {missing}, which are not jobs listed '
-                             f'before it.')
-        earlier.add(job.name)
+    check_order(jobs)
     queue, running, done = list(jobs), {}, {}
     start, last_report = time.time(), 0.0
     os.makedirs(out, exist_ok=True)
     try:
         while queue or running:
-            while len(running) < parallel:
-                ready = [job for job in queue if all(name in done for name in job.after)]
-                if not ready:
-                    break
-                job = ready[0]
-                queue.remove(job)
-                cmd = job.prepare()
-                if cmd is None:
-                    print(f'[run] reusing {job.name}')
-                    done[job.name] = read_json(osp.join(job.work_dir, WALL_FILE),
-                                               {}).get('wall_s')
-                    continue
-                os.makedirs(job.work_dir, exist_ok=True)
-                log = open(osp.join(out, f'{job.name}.log'), 'w')
-                total = job.total_iters() if callable(job.total_iters) else job.total_iters
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                        env=dict(job_env(), **(job.env or {})),
-                                        start_new_session=True)
-                running[job.name] = (proc, time.time(), log, job, total)
-                print(f'[run] started {job.name}')
-            for name, (proc, t0, log, job, _) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                log.close()
-                del running[name]
-                if proc.returncode != 0:
-                    raise RuntimeError(f'{name} failed (exit {proc.returncode}); see {log.name}')
-                done[name] = time.time() - t0
-                write_json(osp.join(job.work_dir, WALL_FILE), dict(wall_s=done[name]))
-                print(f'[run] finished {name} in {done[name]:.0f} s '
-                      f'({len(done)}/{len(done) + len(running) + len(queue)})')
+            start_ready(queue, running, done, out, parallel)
+            collect_finished(running, done, pending=len(queue))
             if running and time.time() - last_report > 30:
                 last_report = time.time()
                 timed = [w for w in done.values() if w]
@@ -138,6 +103,56 @@ def run_jobs(jobs: Sequence[Job], out: str, parallel: int = 2) -> Dict[str, Opti
             log.close()
             print(f'[run] stopped {name}')
     return {job.name: done[job.name] for job in jobs}  # in the order asked: stable tables
+
+
+def check_order(jobs: Sequence[Job]) -> None:
+    """A job may wait only for jobs listed before it: anything else would never start."""
+    earlier = set()
+    for job in jobs:
+        missing = [name for name in job.after if name not in earlier]
+        if missing:
+            raise ValueError(f'job {job.name} waits for {missing}, which are not jobs listed '
+                             f'before it.')
+        earlier.add(job.name)
+
+
+def start_ready(queue: list, running: dict, done: dict, out: str, parallel: int) -> None:
+    """Starts queued jobs whose ``after`` jobs are done until ``parallel`` run; a job whose
+    ``prepare`` returns None is finished already (its recorded wall clock goes to ``done``)."""
+    while len(running) < parallel:
+        ready = [job for job in queue if all(name in done for name in job.after)]
+        if not ready:
+            return
+        job = ready[0]
+        queue.remove(job)
+        cmd = job.prepare()
+        if cmd is None:
+            print(f'[run] reusing {job.name}')
+            done[job.name] = read_json(osp.join(job.work_dir, WALL_FILE), {}).get('wall_s')
+            continue
+        os.makedirs(job.work_dir, exist_ok=True)
+        log = open(osp.join(out, f'{job.name}.log'), 'w')
+        total = job.total_iters() if callable(job.total_iters) else job.total_iters
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                env=dict(job_env(), **(job.env or {})), start_new_session=True)
+        running[job.name] = (proc, time.time(), log, job, total)
+        print(f'[run] started {job.name}')
+
+
+def collect_finished(running: dict, done: dict, pending: int) -> None:
+    """Moves finished jobs from ``running`` to ``done`` (recording their wall clock); a failed
+    job is an error naming its log."""
+    for name, (proc, t0, log, job, _) in list(running.items()):
+        if proc.poll() is None:
+            continue
+        log.close()
+        del running[name]
+        if proc.returncode != 0:
+            raise RuntimeError(f'{name} failed (exit {proc.returncode}); see {log.name}')
+        done[name] = time.time() - t0
+        write_json(osp.join(job.work_dir, WALL_FILE), dict(wall_s=done[name]))
+        print(f'[run] finished {name} in {done[name]:.0f} s '
+              f'({len(done)}/{len(done) + len(running) + pending})')
 
 
 def stop(proc: subprocess.Popen) -> None:
