@@ -123,6 +123,41 @@ def test_runner_temperature_warmup_and_last_layer_freeze(tmp_path, repre):
         assert logged['train/loss_rec'].current() > 0
 
 
+@HOOKS.register_module(force=True)
+class _RecordDINOStatePerIteration(Hook):
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.temps, self.frozen = [], []
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self.temps.append(runner.model.head.teacher_temp)
+        self.frozen.append(runner.model.neck.freeze_last_layer)
+
+
+def test_an_iteration_based_run_warms_the_temperature_up_over_passes_over_the_data(tmp_path):
+    """The equal-compute baseline trains an IterBasedTrainLoop, where runner.epoch stays 0:
+    the temperature and the last-layer freeze must follow the passes over the data there too,
+    as an epoch-based run of the same data does."""
+    path = 'configs/baselines/dino_vit-small-p16_16xb64-amp-coslr-100e_in1k.py'
+    images = write_images(str(tmp_path / 'img'), num=4, size=40)
+    cfg = shrink_pretrain_cfg(Config.fromfile(osp.join(ROOT, path)), images,
+                              str(tmp_path / 'work'))
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=8)  # 2 iterations a pass
+    cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=8, by_epoch=False)
+    cfg.custom_hooks = [
+        dict(type='DINOTeacherTempHook', warmup_temp=0.04, temp=0.07, warmup_epochs=2,
+             freeze_last_layer_epochs=1),
+        dict(type='_RecordDINOStatePerIteration')
+    ]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    [record] = [h for h in runner.hooks if isinstance(h, _RecordDINOStatePerIteration)]
+    assert record.temps == pytest.approx([0.04, 0.04, 0.055, 0.055, 0.07, 0.07, 0.07, 0.07])
+    assert record.frozen == [True, True] + [False] * 6
+
+
 def test_repre_on_dino_reconstructs_global_crops_only():
     repre = MODELS.build(tiny_repre(framework=tiny_dino()))
     decoded = []

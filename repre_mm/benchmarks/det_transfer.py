@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                        '(configs/<method>_seed<s>.py and <method>_seed<s>/last_checkpoint)')
     group.add_argument('--methods', nargs='+',
                        help='methods of --pretrained (default: baseline, repre, '
-                       'baseline_equal_compute; a DINO run has no equal-compute baseline)')
+                       'baseline_equal_compute)')
     group.add_argument('--checkpoints', nargs='+', metavar='METHOD=PATH',
                        help='fine-tune these checkpoints (one or several per method, the i-th '
                        'of a method is seed --first-seed + i)')

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--quick', action='store_true', help='tiny run for tests (< 3 min)')
     parser.add_argument('--framework', default='mocov3', choices=list(FRAMEWORKS))
     parser.add_argument('--methods', nargs='+', choices=METHODS,
-                        help='default: baseline, repre and (MoCo v3) baseline_equal_compute')
+                        help='default: baseline, repre and baseline_equal_compute')
     parser.add_argument('--seeds', type=int, default=3)
     add_first_seed(parser)
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (1 thread each)')
@@ -136,14 +136,10 @@ def parse_args(argv=None):
     if args.checkpoints and args.methods:
         parser.error('--methods selects the runs to pre-train; --checkpoints names its own.')
     if args.methods is None:
-        args.methods = ['baseline', 'repre'] + ([EQUAL_COMPUTE]
-                                                if args.framework == 'mocov3' else [])
+        args.methods = ['baseline', 'repre', EQUAL_COMPUTE]
     if EQUAL_COMPUTE in args.methods and not {'baseline', 'repre'} <= set(args.methods):
         parser.error(f'{EQUAL_COMPUTE} is timed against the baseline and RePre runs of the same '
                      f'seeds: add baseline and repre to --methods (finished runs are reused).')
-    if args.framework == 'dino' and EQUAL_COMPUTE in args.methods:
-        parser.error('baseline_equal_compute is MoCo v3 only: DINOTeacherTempHook counts '
-                     'epochs, which an iteration-based run does not advance.')
     check_selection_args(parser, args)
     if args.candidates and args.no_finetune:
         parser.error('--select chooses fine-tuning settings: drop --no-finetune.')

@@ -60,7 +60,7 @@ def build_parser():
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--framework', default='mocov3', choices=list(FRAMEWORKS))
     parser.add_argument('--methods', nargs='+', choices=METHODS,
-                        help='default: baseline, repre and (MoCo v3) baseline_equal_compute')
+                        help='default: baseline, repre and baseline_equal_compute')
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (1 thread each)')
     parser.add_argument('--data', help='an ImageFolder PATH/train/<class>/*, PATH/test/<class>/*'
                         ' (JPEG or PNG, RGB or grey) instead of Fashion-MNIST')
@@ -80,12 +80,7 @@ def parse_args(argv=None):
                             test_per_class=10, dense_mosaics=(60, 30))
     args = parser.parse_args(argv)
     if args.methods is None:
-        args.methods = ['baseline', 'repre'] + (['baseline_equal_compute']
-                                                if args.framework == 'mocov3' else [])
-    if args.framework == 'dino' and 'baseline_equal_compute' in args.methods:
-        # an iteration-based run never advances the epoch that DINO's hooks read
-        parser.error('baseline_equal_compute is MoCo v3 only: DINOTeacherTempHook counts '
-                     'epochs, which an iteration-based run does not advance.')
+        args.methods = ['baseline', 'repre', EQUAL_COMPUTE]
     return args
 
 
@@ -334,21 +329,25 @@ def evaluate_runs(args, data, walls, framework_cfg):
             picture, model = osp.join(args.out, 'reconstructions.png'), trained_model()
             save_reconstructions(model, held_out_images(model, loaders[1], num=10,
                                                         one_per_class=True), picture)
-        records = train_records(work_dir)
-        loss_key = 'loss' if method.startswith('baseline') else 'loss_rec'
-        iter_time = statistics.median(r['time'] for r in records)
         result = dict(method=method, seed=seed, **scores, wall_s=wall,
-                      images_per_s=run_cfg.train_dataloader.batch_size / iter_time,
-                      iter_time_s=iter_time, loss_key=loss_key,
-                      # means of the first and the last three logged values
-                      loss_first=statistics.mean(r[loss_key] for r in records[:3]),
-                      loss_last=statistics.mean(r[loss_key] for r in records[-3:]),
-                      iterations=trained_iterations(work_dir))
+                      **training_figures(work_dir, method, run_cfg.train_dataloader.batch_size))
         results.append(result)
         print(f'[eval] {method} seed {seed}: ' + ', '.join(
             f'{METRIC_NAMES[m]} {result[m]:.2f}' for m in METRICS) +
             (f', PSNR {result["psnr"]:.2f} dB' if result['psnr'] is not None else ''))
     return results, references, picture
+
+
+def training_figures(work_dir: str, method: str, batch_size: int) -> dict:
+    """Speed, loss and length of a finished run, from its training log and checkpoint."""
+    records = train_records(work_dir)
+    loss_key = 'loss' if method.startswith('baseline') else 'loss_rec'
+    iter_time = statistics.median(r['time'] for r in records)
+    return dict(images_per_s=batch_size / iter_time, iter_time_s=iter_time, loss_key=loss_key,
+                # means of the first and the last three logged values
+                loss_first=statistics.mean(r[loss_key] for r in records[:3]),
+                loss_last=statistics.mean(r[loss_key] for r in records[-3:]),
+                iterations=trained_iterations(work_dir))
 
 
 def describe(args, data):

@@ -169,7 +169,12 @@ class DINO(BaseSelfSupervisor):
 class DINOTeacherTempHook(Hook):
     """Teacher temperature: linear warm-up from ``warmup_temp`` to ``temp`` over
     ``warmup_epochs``, then constant; freezes the projector's last layer for the first
-    ``freeze_last_layer_epochs`` epochs. Works with and without a DDP wrapper and with RePre."""
+    ``freeze_last_layer_epochs`` epochs. Works with and without a DDP wrapper and with RePre.
+
+    An epoch is a pass over the training data in either loop: an ``IterBasedTrainLoop`` (the
+    benchmarks' equal-compute baseline, whose schedule is stretched over more iterations)
+    counts ``runner.iter // len(runner.train_dataloader)``, where ``runner.epoch`` would stay 0
+    and leave the temperature at its warm-up start for the whole run."""
 
     def __init__(self, warmup_temp: float = 0.04, temp: float = 0.07, warmup_epochs: int = 30,
                  freeze_last_layer_epochs: int = 1):
@@ -182,6 +187,12 @@ class DINOTeacherTempHook(Hook):
         return self.warmup_temp + (self.temp - self.warmup_temp) * epoch / self.warmup_epochs
 
     def before_train_epoch(self, runner) -> None:
+        self.apply(runner, runner.epoch)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self.apply(runner, runner.iter // len(runner.train_dataloader))
+
+    def apply(self, runner, epoch: int) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        model.head.teacher_temp = self.temperature(runner.epoch)
-        model.neck.freeze_last_layer = runner.epoch < self.freeze_last_layer_epochs
+        model.head.teacher_temp = self.temperature(epoch)
+        model.neck.freeze_last_layer = epoch < self.freeze_last_layer_epochs
