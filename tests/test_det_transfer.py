@@ -530,8 +530,9 @@ def test_split_coco_carves_whole_images_with_a_fixed_seed():
         split_coco(coco, 0.01)
 
 
-def test_select_candidates_and_the_choice():
+def test_select_candidates_and_the_choice(capsys):
     import argparse
+    from repre_mm.benchmarks import det_transfer
     from repre_mm.benchmarks.selection import choose, parse_select
     parser = argparse.ArgumentParser()
     candidates = parse_select(parser, ['finetune_lr=1e-4,2e-4', 'finetune-iters=300,600'])
@@ -542,6 +543,10 @@ def test_select_candidates_and_the_choice():
     for bad in ('finetune_batch=2,4', 'finetune_lr', 'finetune_iters=3.5'):
         with pytest.raises(SystemExit):
             parse_select(parser, [bad])
+    # the pre-training length only where the benchmark pre-trains (seg_transfer, not det)
+    with pytest.raises(SystemExit):
+        det_transfer.parse_args(['--data', 'd', '--pretrained', 'p', '--select', 'epochs=60,120'])
+    assert 'epochs only where the benchmark pre-trains its encoders' in capsys.readouterr().err
     record = choose(candidates, [10.0, 12.5, 12.5, 3.0], 'mask AP', 'validation')
     assert record['winner'] == candidates[1]  # the best; the first of equal ones
     assert 'highest mask AP on the validation split: 12.50' in record['why']

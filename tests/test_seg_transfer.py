@@ -295,6 +295,36 @@ def test_select_chooses_on_validation_and_the_test_runs_use_the_choice(quick_run
     assert 'Validation: 4 images, carved from train' in report
 
 
+def test_select_chooses_the_pretraining_length_on_validation(tmp_path):
+    """--select epochs=1,2 pre-trains the first seed's baseline once per length, fine-tunes
+    each on the training part and scores it on validation; the benchmark then pre-trains every
+    seed for the winner's epochs, the first seed's run being the winning candidate itself."""
+    from mmengine.config import Config
+    data = scene_seg_folder(str(tmp_path / 'data'))
+    out = str(tmp_path / 'out')
+    summary, stdout = run_benchmark(out, data, '--methods', 'baseline', '--val-fraction', '0.25',
+                                    '--select', 'epochs=1,2')
+    selection = json.load(open(osp.join(out, 'selection.json')))
+    assert [c['settings'] for c in selection['candidates']] == [dict(epochs=1), dict(epochs=2)]
+    for i, epochs in enumerate((1, 2)):
+        pretrained = osp.join(out, 'select', f'pretrain_{epochs}ep', 'pretrain')
+        assert Config.fromfile(osp.join(pretrained, 'configs', 'baseline_seed0.py')
+                               ).train_cfg.max_epochs == epochs
+        key = json.load(open(osp.join(out, 'select', f'candidate{i}', 'finetune',
+                                      'baseline_seed0', 'finetune_key.json')))
+        assert osp.realpath(key['checkpoint'][0]).startswith(  # that length's encoder
+            osp.realpath(osp.join(pretrained, 'baseline_seed0')) + os.sep)
+    winner = selection['winner']['epochs']
+    assert summary['settings']['epochs'] == winner
+    for seed in (0, 1):
+        assert Config.fromfile(osp.join(out, 'pretrain', 'configs', f'baseline_seed{seed}.py')
+                               ).train_cfg.max_epochs == winner
+    assert osp.realpath(osp.join(out, 'pretrain', 'baseline_seed0')) == osp.realpath(
+        osp.join(out, 'select', f'pretrain_{winner}ep', 'pretrain', 'baseline_seed0'))
+    assert '[run] reusing baseline_seed0' in stdout and '[run] started baseline_seed1' in stdout
+    assert 'pre-trained for the candidate\'s epochs' in open(osp.join(out, 'selection.md')).read()
+
+
 def test_the_datasets_own_val_split_is_the_default_validation(tmp_path):
     from repre_mm.benchmarks import seg_transfer
     with_val = scene_seg_folder(str(tmp_path / 'a'), counts=(('train', 4), ('val', 2),
@@ -318,7 +348,9 @@ def test_the_datasets_own_val_split_is_the_default_validation(tmp_path):
     (['--methods', 'baseline_equal_compute'], 'add baseline and repre to --methods'),
     (['--select', 'finetune_lr=1e-3,2e-3', '--no-finetune'], 'drop --no-finetune'),
     (['--val-fraction', '1.5'], 'give a fraction between 0 and 1'),
-    (['--select', 'finetune_lrr=1e-3'], 'OPTION one of finetune_lr, finetune_iters'),
+    (['--select', 'finetune_lrr=1e-3'], 'OPTION one of finetune_lr, finetune_iters, epochs'),
+    (['--checkpoints', 'baseline=a.pth', '--select', 'epochs=60,120'],
+     'pre-trains the candidates: not with --checkpoints'),
 ])
 def test_arguments_that_cannot_go_together_are_refused_at_once(argv, message, capsys):
     from repre_mm.benchmarks import seg_transfer

@@ -26,7 +26,9 @@ Settings are chosen on validation, never on test: the dataset's own val split (o
 ``--val-fraction F``, images carved out of train with a fixed seed, listed in
 <out>/splits/{train,val}.txt) and ``--select finetune_lr=5e-4,1e-3 ...`` fine-tune the first
 seed's baseline once per candidate, score mIoU on validation, and run the benchmark with the
-winner (selection.json / .md; repre_mm/benchmarks/selection.py).
+winner (selection.json / .md; repre_mm/benchmarks/selection.py). ``--select epochs=60,120``
+pre-trains that baseline once per candidate length first; the winner's length is then the
+benchmark's.
 
 Training never reads the test split, and no label of the validation split trains anything:
 pre-training reads the images (no labels) of img_dir/train (and img_dir/val), the probe is
@@ -34,10 +36,12 @@ fitted on train (less the carved images), fine-tuning trains on train (less the 
 without validation.
 """
 import argparse
+import dataclasses
 import functools
 import hashlib
 import os
 import os.path as osp
+import shutil
 import statistics
 import sys
 import time
@@ -55,11 +59,11 @@ from ..evaluation.seg_probe import SegmentationProbe
 from ..utils.checkpoint import load_strict, load_weights
 from ..utils.logging import quiet_mmengine
 from .pretrain import (EQUAL_COMPUTE, FRAMEWORKS, METHODS, ViewSpec, dump_config,
-                       plan_pretraining, pretrain_config, run_name)
+                       plan_pretraining, pretrain_config, pretrain_jobs, run_name)
 from ..utils.resources import shipped_config
 from .runs import checkpoint_of, file_key, read_json, run_jobs, stored_or_computed
 from .selection import (add_selection_args, check_selection_args, chosen_text,
-                        select_on_validation, write_selection)
+                        select_on_validation, selects_pretraining, write_selection)
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, finetune_backbone,
                        finetune_jobs, output_name, parse_checkpoints, pretrain_config_of,
@@ -121,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help='UperNet channels (the full config has 512)')
     group.add_argument('--no-finetune', action='store_true', help='the probe only')
     group.add_argument('--picture-images', type=int, default=4)
-    add_selection_args(parser)
+    add_selection_args(parser, pretrains=True)
     return parser
 
 
@@ -140,7 +144,10 @@ def parse_args(argv=None):
     if EQUAL_COMPUTE in args.methods and not {'baseline', 'repre'} <= set(args.methods):
         parser.error(f'{EQUAL_COMPUTE} is timed against the baseline and RePre runs of the same '
                      f'seeds: add baseline and repre to --methods (finished runs are reused).')
-    check_selection_args(parser, args)
+    check_selection_args(parser, args, pretrains=True)
+    if args.checkpoints and selects_pretraining(args):
+        parser.error('--select epochs=... pre-trains the candidates: not with --checkpoints, '
+                     'whose encoders are trained already.')
     if args.candidates and args.no_finetune:
         parser.error('--select chooses fine-tuning settings: drop --no-finetune.')
     if args.crop % args.patch or args.short_side % args.patch:
@@ -456,10 +463,69 @@ def select_settings(args, data, runs) -> Optional[dict]:
     record = select_on_validation(
         args, runs, lambda candidate: functools.partial(finetune_config, candidate, data,
                                                         split='val'),
-        lambda metrics: metrics['mIoU'], METRIC_NAMES['finetune_miou'])
+        lambda metrics: metrics['mIoU'], METRIC_NAMES['finetune_miou'],
+        encoders_of=length_candidates(args, data) if selects_pretraining(args) else None)
     if record:
         record['val_images'] = validation_images(args, data)
     return record
+
+
+def length_candidates(args, data):
+    """``--select epochs=...``: the first seed's baseline pre-trained once per candidate length
+    (under <out>/select/pretrain_<E>ep/, two at a time). Returns ``candidate -> {'baseline':
+    [(config, checkpoint)]}``: the encoder a candidate fine-tunes."""
+    seed, encoders, jobs = args.first_seed, {}, []
+    for epochs in sorted({c.get('epochs', args.epochs) for c in args.candidates}):
+        length_args = argparse.Namespace(**dict(
+            vars(args), epochs=epochs, out=osp.join(args.out, 'select', f'pretrain_{epochs}ep')))
+        out = osp.join(length_args.out, 'pretrain')
+        jobs += [dataclasses.replace(job, name=f'{epochs}ep_{job.name}') for job in pretrain_jobs(
+            out, [('baseline', seed, None)], functools.partial(write_pretrain_config, length_args,
+                                                               data),
+            lambda iters, a=length_args: pretrain_iterations(a, data, iters))]
+        encoders[epochs] = (osp.join(out, 'configs', f'{run_name("baseline", seed)}.py'),
+                            osp.join(out, run_name('baseline', seed)))
+    run_jobs(jobs, osp.join(args.out, 'select'), args.jobs)
+
+    def encoder_of(candidate):
+        config, work_dir = encoders[candidate.get('epochs', args.epochs)]
+        return {'baseline': [(config, checkpoint_of(work_dir))]}
+    return encoder_of
+
+
+def choose_on_validation(args, data, runs, timing: dict) -> Optional[dict]:
+    """:func:`select_settings`, its record written (selection.json / .md) and timed."""
+    t0 = time.time()
+    selection = select_settings(args, data, runs)
+    if selection:
+        pretrained = (' (pre-trained for the candidate\'s epochs, seed '
+                      f'{args.first_seed})' if selects_pretraining(args) else '')
+        write_selection(args.out, selection, (
+            f'Each candidate fine-tuned {selection["encoder"]}{pretrained} on the training '
+            f'images and was scored on {selection["val_images"]} validation images.'))
+        timing['selection on validation'] = time.time() - t0
+    if selection and selects_pretraining(args):
+        reuse_winning_encoder(args)
+    return selection
+
+
+def reuse_winning_encoder(args) -> None:
+    """The winning length's encoder is the benchmark's first-seed baseline: linked under
+    <out>/pretrain/ with its config (the text the benchmark writes for it), so that run is
+    reused, not trained again. A link left by an earlier selection is replaced; a run trained
+    there by the benchmark itself is left alone."""
+    if 'baseline' not in args.methods:
+        return
+    name = run_name('baseline', args.first_seed)
+    source = osp.join(args.out, 'select', f'pretrain_{args.epochs}ep', 'pretrain')
+    target = osp.join(args.out, 'pretrain')
+    if osp.islink(osp.join(target, name)):
+        os.remove(osp.join(target, name))
+    if not osp.exists(osp.join(target, name)):
+        os.makedirs(osp.join(target, 'configs'), exist_ok=True)
+        shutil.copyfile(osp.join(source, 'configs', f'{name}.py'),
+                        osp.join(target, 'configs', f'{name}.py'))
+        os.symlink(osp.abspath(osp.join(source, name)), osp.join(target, name))
 
 
 def validation_images(args, data) -> int:
@@ -645,15 +711,14 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     timing, t0 = {}, time.time()
     data = prepare_data(args)
-    runs, pretrain_info, _ = encoders(args, data)
-    timing['pre-training'] = time.time() - t0
+    selection = None
+    if selects_pretraining(args):  # first: the benchmark then pre-trains the winner's length
+        selection = choose_on_validation(args, data, None, timing)
     t1 = time.time()
-    selection = select_settings(args, data, runs)
-    if selection:
-        write_selection(args.out, selection, (
-            f'Each candidate fine-tuned {selection["encoder"]} on the training images and was '
-            f'scored on {selection["val_images"]} validation images.'))
-        timing['selection on validation'] = time.time() - t1
+    runs, pretrain_info, _ = encoders(args, data)
+    timing['pre-training'] = time.time() - t1
+    if not selects_pretraining(args):
+        selection = choose_on_validation(args, data, runs, timing)
     t1 = time.time()
     probe, raw_pixels = probe_scores(args, data, runs)
     timing['probe'] = time.time() - t1

@@ -1,10 +1,11 @@
 """Settings chosen on validation data, never on test: ``--select OPTION=V1,V2 ...``.
 
 Each combination of the candidate values fine-tunes the baseline encoder of the first seed on
-the training part and is scored on the validation split; the combination with the highest
-validation score is then used for every run the report scores on test. ``selection.json`` /
-``selection.md`` under ``--out`` say which candidate won, on which numbers, and that those
-numbers are validation numbers.
+the training part and is scored on the validation split (a candidate pre-training length,
+``epochs``, first pre-trains that encoder so long: in benchmarks that pre-train); the
+combination with the highest validation score is then used for every run the report scores
+on test. ``selection.json`` / ``selection.md`` under ``--out`` say which candidate won, on
+which numbers, and that those numbers are validation numbers.
 """
 import argparse
 import dataclasses
@@ -16,44 +17,61 @@ from .pretrain import run_name
 from .runs import read_json, run_jobs, write_json
 from .transfer import finetune_jobs
 
-# the options --select may set (argparse dest: type)
+# the options --select may set (argparse dest: type): fine-tuning settings, and the
+# pre-training length where the benchmark pre-trains its encoders
 SELECTABLE = {'finetune_lr': float, 'finetune_iters': int}
+PRETRAINING_SELECTABLE = {'epochs': int}
 
 
-def add_selection_args(parser) -> None:
+def selectable(pretrains: bool) -> Dict[str, type]:
+    """What --select may set; ``pretrains``: the benchmark pre-trains its encoders."""
+    return dict(SELECTABLE, **(PRETRAINING_SELECTABLE if pretrains else {}))
+
+
+def add_selection_args(parser, pretrains: bool = False) -> None:
     group = parser.add_argument_group('choosing on validation (never on test)')
     group.add_argument('--val-fraction', type=float, metavar='F',
                        help='carve this fraction of the training images (fixed seed) as the '
                        'validation split; fine-tuning trains on the rest. Default: the '
                        "dataset's own validation split where it has one")
     group.add_argument('--select', nargs='+', metavar='OPTION=V1,V2',
-                       help='candidate fine-tuning settings (' + ', '.join(SELECTABLE) +
-                       '): every combination fine-tunes the baseline of the first seed and is '
-                       'scored on validation; the best is used for the test runs '
-                       '(selection.json / .md say which and why)')
+                       help='candidate settings (' + ', '.join(selectable(pretrains)) + '): every '
+                       'combination fine-tunes the baseline of the first seed (pre-trained '
+                       'for each candidate epochs) and is scored on validation; the best is '
+                       'used for the test runs (selection.json / .md say which and why)')
 
 
-def check_selection_args(parser, args) -> None:
+def check_selection_args(parser, args, pretrains: bool = False) -> None:
     """Checks --val-fraction and sets ``args.candidates`` (None without --select)."""
     if args.val_fraction is not None and not 0 < args.val_fraction < 1:
         parser.error(f'--val-fraction {args.val_fraction}: give a fraction between 0 and 1.')
-    args.candidates = parse_select(parser, args.select) if args.select else None
+    args.candidates = (parse_select(parser, args.select, selectable(pretrains)) if args.select
+                       else None)
 
 
-def parse_select(parser, items: List[str]) -> List[Dict[str, object]]:
+def selects_pretraining(args) -> bool:
+    """Whether a --select candidate sets a pre-training option (it must run before the
+    benchmark's own pre-training, which then uses the winner)."""
+    return any(name in PRETRAINING_SELECTABLE for c in args.candidates or () for name in c)
+
+
+def parse_select(parser, items: List[str], allowed: Dict[str, type] = SELECTABLE
+                 ) -> List[Dict[str, object]]:
     """The candidate combinations of ``--select`` items, in the order given."""
     options = {}
     for item in items:
         name, _, values = item.partition('=')
         name = name.strip().replace('-', '_')
-        if name not in SELECTABLE or not values:
+        if name not in allowed or not values:
+            also = (f' ({name} only where the benchmark pre-trains its encoders)'
+                    if name in PRETRAINING_SELECTABLE else '')
             parser.error(f'--select {item}: give OPTION=V1,V2 with OPTION one of '
-                         f'{", ".join(SELECTABLE)}.')
+                         f'{", ".join(allowed)}{also}.')
         try:
-            options[name] = [SELECTABLE[name](v) for v in values.split(',')]
+            options[name] = [allowed[name](v) for v in values.split(',')]
         except ValueError:
             parser.error(f'--select {item}: the values of {name} must be '
-                         f'{SELECTABLE[name].__name__}s.')
+                         f'{allowed[name].__name__}s.')
     return [dict(zip(options, combo)) for combo in itertools.product(*options.values())]
 
 
@@ -71,15 +89,20 @@ def choose(candidates: List[Dict[str, object]], scores: List[float], metric: str
                     f'({_text(candidates[best])}) against {others or "no other candidate"}')
 
 
-def select_on_validation(args, runs: Dict[str, List[tuple]],
+def select_on_validation(args, runs: Optional[Dict[str, List[tuple]]],
                          validation_config: Callable[[argparse.Namespace], Callable],
-                         score_of: Callable[[dict], float], metric: str) -> Optional[dict]:
+                         score_of: Callable[[dict], float], metric: str,
+                         encoders_of: Optional[Callable[[dict], Dict[str, List[tuple]]]] = None
+                         ) -> Optional[dict]:
     """``--select``: each candidate fine-tunes the first seed's baseline (the first method of
     --checkpoints) on the training part under <out>/select/candidate<i>/ and is scored on the
     validation split; the winner's settings are then set on ``args`` for every run scored on
     test. Returns the selection record (None without --select).
 
     Args:
+        runs: {method: [(config, checkpoint) per seed]}, the benchmark's encoders; or None
+            with ``encoders_of``: ``(candidate) -> {method: [(config, checkpoint)]}``, the
+            encoder a candidate fine-tunes (one that sets the pre-training length).
         validation_config: ``(candidate's args) -> write_config`` for
             :func:`~.transfer.finetune_jobs`, a config that trains on the training part and is
             tested on the validation split.
@@ -88,12 +111,16 @@ def select_on_validation(args, runs: Dict[str, List[tuple]],
     """
     if not args.candidates:
         return None
-    method = 'baseline' if 'baseline' in runs else next(iter(runs))
+    if encoders_of is None:
+        method = 'baseline' if 'baseline' in runs else next(iter(runs))
+        encoders_of = lambda candidate: {method: runs[method][:1]}  # noqa: E731
     jobs, metrics = [], []
     for i, candidate in enumerate(args.candidates):
         candidate_args = argparse.Namespace(
             **dict(vars(args), **candidate, out=osp.join(args.out, 'select', f'candidate{i}')))
-        candidate_jobs, where = finetune_jobs(candidate_args, {method: runs[method][:1]},
+        encoder = encoders_of(candidate)
+        (method, ) = encoder
+        candidate_jobs, where = finetune_jobs(candidate_args, encoder,
                                               validation_config(candidate_args),
                                               args.first_seed, with_untrained=False)
         jobs += [dataclasses.replace(job, name=f'candidate{i}_{job.name}')
