@@ -92,19 +92,26 @@ class _RecordDINOState(Hook):
                                .detach().clone())
 
 
+def four_image_run(tmp_path, path, recorder):
+    """A recipe shrunk to 4 images of batch 2, DINO's temperature warm-up over 2 passes and
+    the last layer frozen for 1, and a hook that records them."""
+    images = write_images(str(tmp_path / 'img'), num=4, size=40)
+    cfg = shrink_pretrain_cfg(Config.fromfile(osp.join(ROOT, path)), images,
+                              str(tmp_path / 'work'))
+    cfg.custom_hooks = [
+        dict(type='DINOTeacherTempHook', warmup_temp=0.04, temp=0.07, warmup_epochs=2,
+             freeze_last_layer_epochs=1),
+        dict(type=recorder)
+    ]
+    return cfg
+
+
 @pytest.mark.parametrize('repre', [False, True], ids=['dino', 'repre_dino'])
 def test_runner_temperature_warmup_and_last_layer_freeze(tmp_path, repre):
     path = 'configs/{}dino_vit-small-p16_16xb64-amp-coslr-100e_in1k.py'.format(
         'repre/repre_' if repre else 'baselines/')
-    images = write_images(str(tmp_path / 'img'), num=4, size=40)
-    cfg = shrink_pretrain_cfg(Config.fromfile(osp.join(ROOT, path)), images,
-                              str(tmp_path / 'work'))
+    cfg = four_image_run(tmp_path, path, recorder='_RecordDINOState')
     cfg.train_cfg.max_epochs = 4  # 4 images, batch 2: 2 iterations an epoch
-    cfg.custom_hooks = [
-        dict(type='DINOTeacherTempHook', warmup_temp=0.04, temp=0.07, warmup_epochs=2,
-             freeze_last_layer_epochs=1),
-        dict(type='_RecordDINOState')
-    ]
     runner = Runner.from_cfg(cfg)
     runner.train()
     [record] = [h for h in runner.hooks if isinstance(h, _RecordDINOState)]
@@ -140,17 +147,10 @@ def test_an_iteration_based_run_warms_the_temperature_up_over_passes_over_the_da
     the temperature and the last-layer freeze must follow the passes over the data there too,
     as an epoch-based run of the same data does."""
     path = 'configs/baselines/dino_vit-small-p16_16xb64-amp-coslr-100e_in1k.py'
-    images = write_images(str(tmp_path / 'img'), num=4, size=40)
-    cfg = shrink_pretrain_cfg(Config.fromfile(osp.join(ROOT, path)), images,
-                              str(tmp_path / 'work'))
+    cfg = four_image_run(tmp_path, path, recorder='_RecordDINOStatePerIteration')
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=8)  # 2 iterations a pass
     cfg.param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=8, by_epoch=False)
-    cfg.custom_hooks = [
-        dict(type='DINOTeacherTempHook', warmup_temp=0.04, temp=0.07, warmup_epochs=2,
-             freeze_last_layer_epochs=1),
-        dict(type='_RecordDINOStatePerIteration')
-    ]
     runner = Runner.from_cfg(cfg)
     runner.train()
     [record] = [h for h in runner.hooks if isinstance(h, _RecordDINOStatePerIteration)]
