@@ -151,9 +151,15 @@ def test_mmengine_compile_true_trains_with_eagers_losses(tmp_path, config):
     assert [r['iter'] for r in compiled] == [r['iter'] for r in eager] == [1, 2, 3, 4]
     keys = [k for k in eager[0] if k.startswith('loss')]
     assert 'loss' in keys and ('loss_rec' in keys) == ('repre' in config)
+    # Iteration 1: the same weights and batch, only the kernels differ. After it AdamW's first
+    # steps, nearly sign(gradient) x lr, amplify rounding: on an AMD EPYC the eager run alone
+    # moves MoCo v3 RePre's contrastive loss by 2e-5 at iteration 3 and 3.6e-3 at iteration 4
+    # when only its thread count changes (1 vs 2), and compiled-vs-eager by 3.0e-3 there. A
+    # compiled step that lost a loss or its gradient moves far more (loss_rec falls 16 % here).
     for c, e in zip(compiled, eager):
         for key in keys:
-            assert c[key] == pytest.approx(e[key], rel=1e-3), (c['iter'], key)
+            rel = 1e-5 if c['iter'] == 1 else 2e-2
+            assert c[key] == pytest.approx(e[key], rel=rel), (c['iter'], key)
 
 
 def test_activation_checkpointing_keeps_the_losses_and_the_gradients():
