@@ -5,7 +5,8 @@ import pytest
 import torch
 from mmengine.logging import MessageHub
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# tools/run_tests.sh shares the cores among its pytest-xdist workers through OMP_NUM_THREADS.
+torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS') or max(1, min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(autouse=True)

@@ -422,12 +422,14 @@ def test_full_size_camvid_config_is_a_custom_dataset_template():
 
 def test_quick_dino(tmp_path):
     """--framework dino: DINO's ViT (mmpretrain's VisionTransformer) through the same
-    pre-training, probe and mmseg fine-tuning."""
+    pre-training, probe and mmseg fine-tuning, with the same default methods as MoCo v3
+    (equal compute included)."""
     from mmengine.config import Config
     data = scene_seg_folder(str(tmp_path / 'data'), counts=(('train', 16), ('test', 4)))
     out = str(tmp_path / 'out')
     summary, _ = run_benchmark(out, data, '--framework', 'dino', '--seeds', '1')
-    assert {r['method'] for r in summary['results']} == {'baseline', 'repre', 'untrained'}
+    assert {r['method'] for r in summary['results']} == {
+        'baseline', 'repre', 'baseline_equal_compute', 'untrained'}
     assert all(0 <= r['finetune_miou'] <= 100 for r in summary['results'])
     cfg = Config.fromfile(osp.join(out, 'finetune', 'configs', 'repre_seed0.py'))
     assert cfg.model.backbone.type == 'mmpretrain.VisionTransformer'
