@@ -85,6 +85,72 @@ def _sharded(bank_indices: Optional[torch.Tensor]) -> bool:
     return bank_indices is not None and get_world_size() > 1
 
 
+def _bank_size(n: int, bank_indices: torch.Tensor, num_queries: int, device) -> int:
+    """The whole bank's size, over every rank's shard; refuses shards that are not a split of
+    0 .. size-1 and ranks with different numbers of queries."""
+    # every rank's rows: their number, and the sum and largest of their indices, which tell
+    # shards that hold each of 0 .. total-1 once from copies of one bank
+    stats = torch.tensor([n, int(bank_indices.sum()) if n else 0], device=device)
+    extremes = torch.tensor([int(bank_indices.max()) if n else -1, num_queries, -num_queries],
+                            device=device)
+    all_reduce(stats, op='sum')
+    all_reduce(extremes, op='max')
+    total, index_sum = (int(v) for v in stats)
+    largest, most_queries, fewest_queries = (int(v) for v in extremes)
+    if largest != total - 1 or index_sum != total * (total - 1) // 2:
+        raise ValueError(f'the ranks\' bank_indices are not a split of 0 .. {total - 1} '
+                         f'(largest {largest}, sum {index_sum}): each rank must pass '
+                         f'its own shard, not a copy of the whole bank.')
+    if most_queries != -fewest_queries:
+        raise ValueError(f'the ranks have {-fewest_queries} to {most_queries} queries: '
+                         f'every rank must pass all of them (features_from_dataloader).')
+    return total
+
+
+def _best_keys(bank: torch.Tensor, bank_indices: torch.Tensor, queries: torch.Tensor, k: int,
+               total: int, query_chunk: int, bank_chunk: int) -> torch.Tensor:
+    """Q x k keys (similarity, then smaller global index) of each query's k best rows of this
+    rank's ``bank``, computed chunk by chunk."""
+    device = bank.device
+    n, dim = bank.shape
+    num_queries = queries.shape[0]
+    qc = max(1, min(query_chunk, _round_up(num_queries, 64)))
+    bc = max(k, min(bank_chunk, _round_up(total, 64)))
+    padded_queries = _round_up(max(num_queries, 1), qc)
+    q_grid = torch.zeros(padded_queries, dim, dtype=torch.float64, device=device)
+    q_grid[:num_queries] = _grid_features(queries.to(device))
+    best = torch.full((padded_queries, k), torch.iinfo(torch.long).min, dtype=torch.long,
+                      device=device)
+    for start in range(0, n, bc):
+        rows = min(bc, n - start)
+        b_grid = _grid_features(bank[start:start + rows])
+        low = torch.full((1, bc), _NO_INDEX, dtype=torch.long, device=device)
+        low[0, :rows] = _NO_INDEX - bank_indices[start:start + rows]
+        for q_start in range(0, padded_queries, qc):
+            sim = torch.full((qc, bc), float('-inf'), device=device)  # a partial chunk's rest
+            # exact integers; scaled by a power of two and rounded once: deterministic
+            sim[:, :rows] = (q_grid[q_start:q_start + qc] @ b_grid.T).mul_(_GRID ** -2)
+            keys = _similarity_keys(sim, low).topk(k, dim=1).values
+            del sim
+            merged = torch.cat([best[q_start:q_start + qc], keys], 1)
+            best[q_start:q_start + qc] = merged.topk(k, dim=1).values
+    return best[:num_queries]
+
+
+def _labels_of(best: torch.Tensor, bank_indices: torch.Tensor,
+               bank_labels: torch.Tensor) -> torch.Tensor:
+    """The labels of this rank's candidates, by global index (a padding candidate gets 0)."""
+    _, index = _decode_keys(best)
+    labels = torch.zeros_like(index)
+    n = bank_indices.shape[0]
+    if n:
+        order = bank_indices.argsort()
+        sorted_indices = bank_indices[order]
+        where = torch.searchsorted(sorted_indices, index).clamp_(max=n - 1)
+        labels = torch.where(sorted_indices[where] == index, bank_labels[order][where], labels)
+    return labels
+
+
 @torch.no_grad()
 def knn_topk(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, k: int = 20,
              query_chunk: int = 1024, bank_chunk: int = 16384,
@@ -124,7 +190,7 @@ def knn_topk(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tenso
         on ``bank``'s device.
     """
     device = bank.device
-    n, dim = bank.shape
+    n = bank.shape[0]
     bank_labels = bank_labels.to(device=device, dtype=torch.long)
     sharded = _sharded(bank_indices)
     if bank_indices is None:
@@ -136,59 +202,14 @@ def knn_topk(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tenso
     if bank_indices.shape != (n, ) or bank_labels.shape != (n, ):
         raise ValueError(f'{n} bank rows need as many labels and indices, got '
                          f'{tuple(bank_labels.shape)} and {tuple(bank_indices.shape)}.')
-    total = n
-    if sharded:
-        # every rank's rows: their number, and the sum and largest of their indices, which
-        # tell shards that hold each of 0 .. total-1 once from copies of one bank
-        stats = torch.tensor([n, int(bank_indices.sum()) if n else 0], device=device)
-        extremes = torch.tensor([int(bank_indices.max()) if n else -1, queries.shape[0],
-                                 -queries.shape[0]], device=device)
-        all_reduce(stats, op='sum')
-        all_reduce(extremes, op='max')
-        total, index_sum = (int(v) for v in stats)
-        largest, most_queries, fewest_queries = (int(v) for v in extremes)
-        if largest != total - 1 or index_sum != total * (total - 1) // 2:
-            raise ValueError(f'the ranks\' bank_indices are not a split of 0 .. {total - 1} '
-                             f'(largest {largest}, sum {index_sum}): each rank must pass '
-                             f'its own shard, not a copy of the whole bank.')
-        if most_queries != -fewest_queries:
-            raise ValueError(f'the ranks have {-fewest_queries} to {most_queries} queries: '
-                             f'every rank must pass all of them (features_from_dataloader).')
+    total = _bank_size(n, bank_indices, queries.shape[0], device) if sharded else n
     if total == 0:
         raise ValueError('the k-NN bank is empty.')
     if total >= _NO_INDEX:
         raise ValueError(f'a k-NN bank of {total} samples: at most {_NO_INDEX - 1}.')
     k = min(k, total)
-    num_queries = queries.shape[0]
-    qc = max(1, min(query_chunk, _round_up(num_queries, 64)))
-    bc = max(k, min(bank_chunk, _round_up(total, 64)))
-    padded_queries = _round_up(max(num_queries, 1), qc)
-    q_grid = torch.zeros(padded_queries, dim, dtype=torch.float64, device=device)
-    q_grid[:num_queries] = _grid_features(queries.to(device))
-    best = torch.full((padded_queries, k), torch.iinfo(torch.long).min, dtype=torch.long,
-                      device=device)
-    for start in range(0, n, bc):
-        rows = min(bc, n - start)
-        b_grid = _grid_features(bank[start:start + rows])
-        low = torch.full((1, bc), _NO_INDEX, dtype=torch.long, device=device)
-        low[0, :rows] = _NO_INDEX - bank_indices[start:start + rows]
-        for q_start in range(0, padded_queries, qc):
-            sim = torch.full((qc, bc), float('-inf'), device=device)  # a partial chunk's rest
-            # exact integers; scaled by a power of two and rounded once: deterministic
-            sim[:, :rows] = (q_grid[q_start:q_start + qc] @ b_grid.T).mul_(_GRID ** -2)
-            keys = _similarity_keys(sim, low).topk(k, dim=1).values
-            del sim
-            merged = torch.cat([best[q_start:q_start + qc], keys], 1)
-            best[q_start:q_start + qc] = merged.topk(k, dim=1).values
-    best = best[:num_queries]
-    # labels of this rank's candidates, by global index (a padding candidate gets label 0)
-    _, index = _decode_keys(best)
-    labels = torch.zeros_like(index)
-    if n:
-        order = bank_indices.argsort()
-        sorted_indices = bank_indices[order]
-        where = torch.searchsorted(sorted_indices, index).clamp_(max=n - 1)
-        labels = torch.where(sorted_indices[where] == index, bank_labels[order][where], labels)
+    best = _best_keys(bank, bank_indices, queries, k, total, query_chunk, bank_chunk)
+    labels = _labels_of(best, bank_indices, bank_labels)
     if sharded:
         keys = torch.cat(all_gather(best.contiguous()), 1)  # Q x (W k)
         labels = torch.cat(all_gather(labels.contiguous()), 1)
