@@ -359,6 +359,19 @@ def test_arguments_that_cannot_go_together_are_refused_at_once(argv, message, ca
     assert message in capsys.readouterr().err
 
 
+def test_a_batch_too_large_for_two_batches_an_epoch_is_refused_before_the_selection(tmp_path):
+    """--select epochs pre-trains its candidates before the benchmark's own runs: the batch
+    check comes first there too."""
+    from repre_mm.benchmarks import seg_transfer
+    data = scene_seg_folder(str(tmp_path / 'data'), counts=(('train', 6), ('val', 2),
+                                                            ('test', 2)))
+    args = seg_transfer.parse_args(['--data', data, '--out', str(tmp_path / 'out'),
+                                    '--batch-size', '5', '--select', 'epochs=1,2'])
+    with pytest.raises(SystemExit, match='pre-training images make fewer than 2 batches of 5'):
+        seg_transfer.length_candidates(args, seg_transfer.prepare_data(args))
+    assert not os.path.exists(tmp_path / 'out' / 'select')
+
+
 def test_a_misspelled_pretrain_split_is_an_error_naming_the_splits(tmp_path):
     from repre_mm.benchmarks import seg_transfer
     data = scene_seg_folder(str(tmp_path / 'data'), counts=(('train', 4), ('test', 2)))

@@ -258,6 +258,14 @@ def write_pretrain_config(args, data, method, seed, iters=None) -> str:
                                      f'{run_name(method, seed)}.py'))
 
 
+def check_pretraining_batches(args, data) -> None:
+    """Refuses, before anything trains, a --batch-size that leaves fewer than 2 batches an
+    epoch (the last, incomplete one is dropped)."""
+    if data['num_pretrain'] // args.batch_size < 2:
+        raise SystemExit(f'{data["num_pretrain"]} pre-training images make fewer than 2 batches '
+                         f'of {args.batch_size} per epoch: pass a smaller --batch-size.')
+
+
 def pretrain_iterations(args, data, iters):
     if iters is not None:
         return iters
@@ -272,9 +280,7 @@ def encoders(args, data) -> tuple:
         runs = {m: [(pretrain_config_of(args, path), path) for path in paths]
                 for m, paths in args.given.items()}
         return runs, {}, {}
-    if data['num_pretrain'] // args.batch_size < 2:
-        raise SystemExit(f'{data["num_pretrain"]} pre-training images make fewer than 2 batches '
-                         f'of {args.batch_size} per epoch: pass a smaller --batch-size.')
+    check_pretraining_batches(args, data)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     out = osp.join(args.out, 'pretrain')
     walls, info = plan_pretraining(
@@ -474,6 +480,7 @@ def length_candidates(args, data):
     """``--select epochs=...``: the first seed's baseline pre-trained once per candidate length
     (under <out>/select/pretrain_<E>ep/, two at a time). Returns ``candidate -> {'baseline':
     [(config, checkpoint)]}``: the encoder a candidate fine-tunes."""
+    check_pretraining_batches(args, data)
     seed, encoders, jobs = args.first_seed, {}, []
     for epochs in sorted({c.get('epochs', args.epochs) for c in args.candidates}):
         length_args = argparse.Namespace(**dict(
