@@ -247,16 +247,37 @@ def masks_to_coco(images_dir: str, masks_dir: str, classes: Sequence[str],
     """
     check_options(classes, mode, min_area, whole, max_instances)
     image_root = images_dir if image_root is None else image_root
+    check_image_root(images_dir, image_root)
+    per_image, under_min_area = read_checked_masks(
+        list_image_mask_pairs(images_dir, masks_dir), mode, len(classes), min_area, whole,
+        max_instances)
+    images, annotations, empty_masks, rle_fallbacks = images_and_annotations(
+        per_image, image_root, masks_dir, rle)
+    info = dict(description=DESCRIPTION, images_dir=images_dir, masks_dir=masks_dir,
+                mode=mode, whole=whole, min_area=min_area, max_instances=max_instances,
+                segmentation='rle' if rle else 'polygons', masks_without_instance=empty_masks,
+                instances_under_min_area=under_min_area, rle_fallbacks=rle_fallbacks)
+    categories = [dict(id=i, name=name, supercategory=name) for i, name in enumerate(classes, 1)]
+    return dict(info=info, images=images, annotations=annotations, categories=categories)
+
+
+def check_image_root(images_dir: str, image_root: str) -> None:
+    """Refuses an image root that does not hold ``images_dir`` (file_name is relative to it)."""
     # Compared as written, not resolved: file_name is osp.relpath of the same strings, and a
     # dataset folder of symlinks (as the converters make) must be accepted.
     root_abs = osp.abspath(image_root)
     if not (osp.abspath(images_dir) + osp.sep).startswith(root_abs.rstrip(osp.sep) + osp.sep):
         raise ValueError(f'{images_dir} is not inside the image root {image_root}: file_name '
                          f'is written relative to it, so give a folder that holds the images.')
-    pairs = list_image_mask_pairs(images_dir, masks_dir)
 
+
+def read_checked_masks(pairs, mode: str, num_classes: int, min_area: int, whole: bool,
+                       max_instances: Optional[int]) -> tuple:
+    """([(image path, (w, h), mask path, instances)], instances under min_area) of
+    :func:`list_image_mask_pairs`' pairs; every mask is read and checked first, and the
+    problems raise together, a kind at a time, naming the files."""
     not_single_channel, wrong_size, bad_values = [], [], []
-    per_image = []  # (image path, (w, h), mask path, instances)
+    per_image = []
     under_min_area = 0
     for _, image_path, mask_path in pairs:
         width, height = decoded_image_size(image_path)
@@ -267,11 +288,11 @@ def masks_to_coco(images_dir: str, masks_dir: str, classes: Sequence[str],
         if kind:
             (not_single_channel if kind == 'channels' else wrong_size).append(problem)
             continue
-        problem = bad_mask_values(mask, mode, len(classes), max_instances)
+        problem = bad_mask_values(mask, mode, num_classes, max_instances)
         if problem:
             bad_values.append(f'{mask_path} {problem}')
             continue
-        instances, dropped = instances_from_mask(mask, mode, len(classes), min_area, whole,
+        instances, dropped = instances_from_mask(mask, mode, num_classes, min_area, whole,
                                                  max_instances)
         under_min_area += dropped
         per_image.append((image_path, (width, height), mask_path, instances))
@@ -288,7 +309,12 @@ def masks_to_coco(images_dir: str, masks_dir: str, classes: Sequence[str],
         # The first file's own message says what its kind allows and the fix.
         raise ValueError(f'{len(bad_values)} mask(s) hold values their kind does not allow: '
                          f'{_listing(bad_values)}.')
+    return per_image, under_min_area
 
+
+def images_and_annotations(per_image, image_root: str, masks_dir: str, rle: bool) -> tuple:
+    """(images, annotations, masks without an instance, RLE fallbacks) of
+    :func:`read_checked_masks`' images, ids from 1 in their order."""
     images, annotations, empty_masks = [], [], []
     rle_fallbacks = 0
     for image_id, (image_path, (width, height), mask_path, instances) in enumerate(
@@ -302,12 +328,7 @@ def masks_to_coco(images_dir: str, masks_dir: str, classes: Sequence[str],
             rle_fallbacks += int(not rle and isinstance(annotation['segmentation'], dict))
             annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
                                     category_id=class_id, iscrowd=0, **annotation))
-    info = dict(description=DESCRIPTION, images_dir=images_dir, masks_dir=masks_dir,
-                mode=mode, whole=whole, min_area=min_area, max_instances=max_instances,
-                segmentation='rle' if rle else 'polygons', masks_without_instance=empty_masks,
-                instances_under_min_area=under_min_area, rle_fallbacks=rle_fallbacks)
-    categories = [dict(id=i, name=name, supercategory=name) for i, name in enumerate(classes, 1)]
-    return dict(info=info, images=images, annotations=annotations, categories=categories)
+    return images, annotations, empty_masks, rle_fallbacks
 
 
 def coco_summary(coco: dict) -> str:
