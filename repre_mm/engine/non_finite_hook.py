@@ -141,22 +141,34 @@ class NonFiniteLossHook(Hook):
     def before_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         optim_wrapper = runner.optim_wrapper
-        parse_losses, update_params = model.parse_losses, optim_wrapper.update_params
-        step = optim_wrapper.step
         self.skipped = runner.message_hub.get_info(SKIPPED_KEY, 0)  # a resumed run's count
         scaler = getattr(optim_wrapper, 'loss_scaler', None)
         self._after_backward = (isinstance(runner.model, DistributedDataParallel)
                                 and not (scaler is not None and scaler.is_enabled())
                                 and getattr(optim_wrapper, '_accumulative_counts', 1) == 1)
-
-        def where(bad_terms, other):
-            return (f'non-finite {", ".join(bad_terms) or other} at '
-                    f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})')
+        parse_losses, step = model.parse_losses, optim_wrapper.step
 
         def checked_parse_losses(losses):
             loss, log_vars = parse_losses(losses)
             self._log_vars = log_vars
             return loss, log_vars
+
+        model.parse_losses = checked_parse_losses
+        optim_wrapper.update_params = self._guarded_update_params(runner, model)
+        # wraps: keeps the marks mmengine's param schedulers put on the step they count
+        optim_wrapper.step = functools.wraps(step)(self._guarded_step(runner, model, step))
+
+    @staticmethod
+    def _where(runner, bad_terms: List[str], other: str) -> str:
+        return (f'non-finite {", ".join(bad_terms) or other} at '
+                f'iteration {runner.iter + 1} (epoch {runner.epoch + 1})')
+
+    def _guarded_update_params(self, runner, model):
+        """The optim wrapper's ``update_params``, which drops (or stops at) a step of
+        non-finite losses on any rank; after DDP's backward it leaves that to
+        :meth:`_guarded_step`."""
+        optim_wrapper = runner.optim_wrapper
+        update_params = optim_wrapper.update_params
 
         def guarded_update_params(loss, *args, **kwargs):
             if self._after_backward:
@@ -172,7 +184,7 @@ class NonFiniteLossHook(Hook):
             bad_terms = self._non_finite_terms()
             if not self._on_any_rank(bool(bad_terms)):
                 return update_params(loss, *args, **kwargs)
-            message = where(bad_terms, 'loss on another rank')
+            message = self._where(runner, bad_terms, 'loss on another rank')
             self._raise_unless_skipping(message)
             # The backward of the step's own loss runs DDP's gradient reduction exactly as in a
             # normal step on every rank (a different graph could hang it); the non-finite
@@ -180,6 +192,11 @@ class NonFiniteLossHook(Hook):
             optim_wrapper.backward(loss)
             optim_wrapper.zero_grad()
             self._skipped_step(runner, model, message)
+        return guarded_update_params
+
+    def _guarded_step(self, runner, model, step):
+        """The optim wrapper's ``step``: inside :meth:`_guarded_update_params` after DDP's
+        backward, skipped (or stopped at) when the reduced gradients are not finite."""
 
         def guarded_step(*args, **kwargs):
             if not self._in_update:
@@ -193,11 +210,7 @@ class NonFiniteLossHook(Hook):
                 other = 'loss on another rank'
             if not bad:
                 return step(*args, **kwargs)
-            message = where(self._non_finite_terms(), other)
+            message = self._where(runner, self._non_finite_terms(), other)
             self._raise_unless_skipping(message)
             self._skipped_step(runner, model, message)  # update_params clears the gradients
-
-        model.parse_losses = checked_parse_losses
-        optim_wrapper.update_params = guarded_update_params
-        # wraps: keeps the marks mmengine's param schedulers put on the step they count
-        optim_wrapper.step = functools.wraps(step)(guarded_step)
+        return guarded_step
