@@ -327,33 +327,44 @@ def probe_key(args, config: str, checkpoint: Optional[str], seed=None) -> dict:
                 checkpoint=file_key(checkpoint) if checkpoint else None, **carved)
 
 
-def probe_scores(args, data, runs) -> tuple:
-    """Probe scores of every encoder ({method: [scores per seed]}, untrained included) and of
-    raw pixels."""
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-    info = data['info']
-    patch, norm = probe_inputs(runs)
-    probe = []
+class ProbeScorer:
+    """Scores encoders and raw pixels on one :class:`SegmentationProbe`, whose images are read
+    only when a score is missing."""
 
-    def get_probe():  # images are read only when some score is missing
-        if not probe:
-            print(f'[probe] reading {len(data["probe_train"])} train / '
-                  f'{len(info.pairs["test"])} test images at short side {args.short_side}')
-            probe.append(SegmentationProbe(data['probe_train'], info.pairs['test'],
-                                           info.classes, args.short_side, patch, norm['mean'],
-                                           norm['std']))
-        return probe[0]
+    def __init__(self, args, data, patch: int, norm: dict):
+        self.args, self.data, self.patch, self.norm = args, data, patch, norm
 
-    def score(config, checkpoint, seed=0):
+    @functools.cached_property
+    def probe(self) -> SegmentationProbe:
+        pairs = self.data['info'].pairs
+        print(f'[probe] reading {len(self.data["probe_train"])} train / '
+              f'{len(pairs["test"])} test images at short side {self.args.short_side}')
+        return SegmentationProbe(self.data['probe_train'], pairs['test'],
+                                 self.data['info'].classes, self.args.short_side, self.patch,
+                                 self.norm['mean'], self.norm['std'])
+
+    def encoder(self, config: str, checkpoint: Optional[str], seed: int = 0) -> dict:
         torch.manual_seed(seed)  # the initial weights of an untrained encoder
         model = init_model(config, checkpoint)
         block = default_block(model.backbone)
-        final = get_probe().score_encoder(model.backbone, FINAL)
-        mid = get_probe().score_encoder(model.backbone, block)
+        final = self.probe.score_encoder(model.backbone, FINAL)
+        mid = self.probe.score_encoder(model.backbone, block)
         return dict(probe_miou=final['miou'], probe_miou_mid=mid['miou'],
                     probe_pixel_acc=final['pixel_acc'], probe_per_class=final['per_class'],
                     probe_mid_block=block)
 
+    def pixels(self) -> dict:
+        scores = self.probe.score_pixels()
+        return dict(probe_miou=scores['miou'], probe_pixel_acc=scores['pixel_acc'],
+                    probe_per_class=scores['per_class'])
+
+
+def probe_scores(args, data, runs) -> tuple:
+    """Probe scores of every encoder ({method: [scores per seed]}, untrained included) and of
+    raw pixels."""
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    patch, norm = probe_inputs(runs)
+    scorer = ProbeScorer(args, data, patch, norm)
     scores = {}
     for method, seeds in runs.items():
         for seed, (config, checkpoint) in enumerate(seeds, start=args.first_seed):
@@ -361,34 +372,34 @@ def probe_scores(args, data, runs) -> tuple:
                      osp.join(args.out, 'given', run_name(method, seed)))
             scores.setdefault(method, []).append(stored_or_computed(
                 osp.join(where, PROBE_FILE), probe_key(args, config, checkpoint),
-                lambda: score(config, checkpoint), f'{method} seed {seed}'))
+                lambda: scorer.encoder(config, checkpoint), f'{method} seed {seed}'))
             print(f'[probe] {method} seed {seed}: mIoU {scores[method][-1]["probe_miou"]:.2f} '
                   f'(final), {scores[method][-1]["probe_miou_mid"]:.2f} (mid block)')
-    # the references, one file each: any range of seeds (--first-seed) reuses those stored.
+    scores[UNTRAINED], raw_pixels = reference_probe_scores(args, runs, scorer)
+    print('[probe] untrained: mIoU ' + ', '.join(f'{s["probe_miou"]:.2f}'
+                                                 for s in scores[UNTRAINED]) +
+          f'; raw pixels {raw_pixels["probe_miou"]:.2f}')
+    return scores, raw_pixels
+
+
+def reference_probe_scores(args, runs, scorer: ProbeScorer) -> tuple:
+    """([the untrained encoder's scores per seed], raw pixels' scores), one file each under
+    <out>/references: any range of seeds (--first-seed) reuses those stored."""
     # The untrained encoder of seed s: the first method's config of seed s, before training.
     seed_configs = {seed: config for seeds in reversed(list(runs.values()))
                     for seed, (config, _) in enumerate(seeds, start=args.first_seed)}
     untrained = [stored_or_computed(
         osp.join(args.out, 'references', f'untrained_seed{seed}.json'),
         probe_key(args, config, None, seed),
-        lambda config=config, seed=seed: score(config, None, seed),
+        lambda config=config, seed=seed: scorer.encoder(config, None, seed),
         f'the untrained encoder, seed {seed}') for seed, config in sorted(seed_configs.items())]
-
-    def pixels():
-        scores = get_probe().score_pixels()
-        return dict(probe_miou=scores['miou'], probe_pixel_acc=scores['pixel_acc'],
-                    probe_per_class=scores['per_class'])
-
     raw_pixels = stored_or_computed(
         osp.join(args.out, 'references', 'raw_pixels.json'),
         dict(version=PROBE_VERSION, data=osp.abspath(args.data), short_side=args.short_side,
-             patch=patch, mean=norm['mean'], std=norm['std'],
+             patch=scorer.patch, mean=scorer.norm['mean'], std=scorer.norm['std'],
              **(dict(val_fraction=args.val_fraction) if args.val_fraction else {})),
-        pixels, 'raw pixels')
-    scores[UNTRAINED] = untrained
-    print('[probe] untrained: mIoU ' + ', '.join(f'{s["probe_miou"]:.2f}' for s in untrained) +
-          f'; raw pixels {raw_pixels["probe_miou"]:.2f}')
-    return scores, raw_pixels
+        scorer.pixels, 'raw pixels')
+    return untrained, raw_pixels
 
 
 # --- fine-tuning through mmseg ---------------------------------------------------------------
