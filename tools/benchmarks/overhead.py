@@ -257,23 +257,13 @@ def compiled_ratios(medians, first_step):
                    for name in ('repre_compiled', 'base_compiled')})
 
 
-def main():
-    args = parse_args()
-    quiet_mmengine()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    MessageHub.get_current_instance().update_info('max_iters', 1000)  # for MoCo's CosineEMA
-    if args.memory_probe:
-        return memory_probe(args)
-
-    names = (('repre', 'base', 'repre_compiled', 'base_compiled') if args.compile
-             else ('repre', 'base', 'off')) + tuple(args.extra_models)
-    models = {name: build(args, name) for name in names}
+def timed_steps(args, names, models) -> tuple:
+    """Every model's training step, interleaved: (median seconds after the warm-up, seconds of
+    the first step, GPU peak bytes)."""
     steps = {name: make_step(args, models[name], fused='fused' in model_options(None, name)[1])
              for name in names}
     times = {name: [] for name in names}
-    first_step = {}
-    gpu_peak = {}
+    first_step, gpu_peak = {}, {}
     for i in range(args.warmup + args.iters):
         for name in names:
             if args.device.startswith('cuda'):
@@ -288,28 +278,47 @@ def main():
                 times[name].append(time.perf_counter() - start)
             if args.device.startswith('cuda'):
                 gpu_peak[name] = max(gpu_peak.get(name, 0), torch.cuda.max_memory_allocated())
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    return {name: statistics.median(t) for name, t in times.items()}, first_step, gpu_peak
 
-    if args.device.startswith('cuda'):
-        peak = gpu_peak
-    elif args.no_memory:
-        peak = {}
-    else:
-        peak = {name: cpu_peak_memory(args, name) for name in names if name != 'off'}
-    repre = models['repre'].cpu().eval()
-    flops = {}  # per view size: (encoder, decoder) forward FLOPs of one image
+
+def flops_per_view(args, repre) -> tuple:
+    """(encoder, decoder) forward FLOPs of one image at --img-size, and the decoder's share of
+    the encoder's FLOPs over every view."""
+    repre = repre.cpu().eval()
+    flops = {}  # per view size: (encoder, decoder)
     for size in sorted(set(view_sizes(args)), reverse=True):
         image = torch.randn(1, 3, size, size)
         with torch.no_grad(), repre.tap.record() as calls:
             repre.backbone(image)
         flops[size] = (count_flops(repre.backbone, image),
                        count_flops(repre.decoder, calls[0].levels))
-    encoder_flops, decoder_flops = flops[args.img_size]
     # RePre decodes the global views only unless reconstruct_local_crops is set
     decoded = [s for s in view_sizes(args)
                if s == args.img_size or repre.reconstruct_local_crops]
-    decoder_share = (sum(flops[s][1] for s in decoded) /
-                     sum(flops[s][0] for s in view_sizes(args)))
+    share = (sum(flops[s][1] for s in decoded) / sum(flops[s][0] for s in view_sizes(args)))
+    return flops[args.img_size] + (share, )
+
+
+def main():
+    args = parse_args()
+    quiet_mmengine()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    MessageHub.get_current_instance().update_info('max_iters', 1000)  # for MoCo's CosineEMA
+    if args.memory_probe:
+        return memory_probe(args)
+
+    names = (('repre', 'base', 'repre_compiled', 'base_compiled') if args.compile
+             else ('repre', 'base', 'off')) + tuple(args.extra_models)
+    models = {name: build(args, name) for name in names}
+    medians, first_step, gpu_peak = timed_steps(args, names, models)
+    if args.device.startswith('cuda'):
+        peak = gpu_peak
+    elif args.no_memory:
+        peak = {}
+    else:
+        peak = {name: cpu_peak_memory(args, name) for name in names if name != 'off'}
+    encoder_flops, decoder_flops, decoder_share = flops_per_view(args, models['repre'])
 
     print(json.dumps(dict(
         time_ratio=round(medians['repre'] / medians['base'], 4),
