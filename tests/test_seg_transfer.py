@@ -372,6 +372,33 @@ def test_a_batch_too_large_for_two_batches_an_epoch_is_refused_before_the_select
     assert not os.path.exists(tmp_path / 'out' / 'select')
 
 
+@pytest.mark.parametrize('benchmark, own', [
+    ('seg_transfer', dict(epochs=2, head_channels=16)),
+    ('det_transfer', dict(neck_channels=16)),
+])
+def test_quick_sets_the_shared_and_its_own_smaller_defaults_and_given_options_win(
+        benchmark, own):
+    import importlib
+    module = importlib.import_module(f'repre_mm.benchmarks.{benchmark}')
+    extra = ['--pretrained', 'p'] if benchmark == 'det_transfer' else []
+    quick = vars(module.parse_args(['--data', 'd', '--quick'] + extra))
+    assert {k: quick[k] for k in ('seeds', 'finetune_iters', 'finetune_batch',
+                                  'picture_images')} == dict(seeds=2, finetune_iters=4,
+                                                             finetune_batch=2, picture_images=2)
+    assert {k: quick[k] for k in own} == own
+    full = vars(module.parse_args(['--data', 'd'] + extra))
+    assert full['seeds'] == 3 and full['finetune_iters'] > 4
+    given = module.parse_args(['--data', 'd', '--quick', '--seeds', '3'] + extra)
+    assert given.seeds == 3
+
+
+def test_a_run_that_wrote_no_metrics_is_an_error_naming_it_and_its_log(tmp_path):
+    from repre_mm.benchmarks.transfer import run_metrics
+    with pytest.raises(RuntimeError, match=r'the run of repre seed 1 wrote no metrics \(see its '
+                       r'log under out/finetune\)'):
+        run_metrics(str(tmp_path / 'metrics.json'), 'repre seed 1', 'out')
+
+
 def test_a_misspelled_pretrain_split_is_an_error_naming_the_splits(tmp_path):
     from repre_mm.benchmarks import seg_transfer
     data = scene_seg_folder(str(tmp_path / 'data'), counts=(('train', 4), ('test', 2)))

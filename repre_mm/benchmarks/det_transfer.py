@@ -54,8 +54,8 @@ from .selection import (add_selection_args, check_selection_args, chosen_text,
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, config_key,
                        finetune_backbone, finetune_jobs, output_name, parse_checkpoints,
-                       pretrain_config_of, set_iteration_schedule, vit_size, write_picture_grid,
-                       write_results)
+                       pretrain_config_of, run_metrics, set_iteration_schedule,
+                       set_quick_defaults, vit_size, write_picture_grid, write_results)
 
 DOC = __doc__
 FULL_CONFIG = 'configs/downstream/mmdet/mask-rcnn_vit-small-p16-sfp_8xb2-1x_coco.py'
@@ -131,9 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    if '--quick' in argv:  # smaller defaults; options given explicitly still win
-        parser.set_defaults(seeds=2, short_side=48, finetune_iters=4, finetune_batch=2,
-                            neck_channels=16, picture_images=2)
+    set_quick_defaults(parser, argv, short_side=48, neck_channels=16)
     args = parser.parse_args(argv)
     if bool(args.pretrained) == bool(args.checkpoints):
         parser.error('det_transfer does not pre-train: pass either --pretrained '
@@ -452,18 +450,13 @@ def finetune_scores(args, data, runs) -> tuple:
     zero_job, zero_method, zero_metrics = zero_iterations_job(args, runs)
     walls = run_jobs(jobs + [zero_job], osp.join(args.out, 'finetune'), args.jobs)
     scores = {}
-    for (method, seed), path in list(where.items()) + [((ZERO_ITERS, None), zero_metrics)]:
-        metrics = read_json(path)
-        if metrics is None:
-            raise RuntimeError(f'{path} is missing: the run of {method} seed {seed} wrote no '
-                               f'metrics (see its log under {args.out}/finetune).')
-        if method == ZERO_ITERS:
-            continue
+    for (method, seed), path in where.items():
+        metrics = run_metrics(path, f'{method} seed {seed}', args.out)
         scores.setdefault(method, []).append(dict(detection_scores(metrics),
                                                   finetune_wall_s=walls[run_name(method, seed)]))
-    zero = dict(detection_scores(read_json(zero_metrics)), method=zero_method,
-                seed=args.first_seed,
-                test_wall_s=walls[zero_job.name])
+    zero_run = f'the 0-iteration reference ({zero_method} seed {args.first_seed})'
+    zero = dict(detection_scores(run_metrics(zero_metrics, zero_run, args.out)),
+                method=zero_method, seed=args.first_seed, test_wall_s=walls[zero_job.name])
     return scores, zero
 
 

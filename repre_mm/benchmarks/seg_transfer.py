@@ -61,13 +61,14 @@ from ..utils.logging import quiet_mmengine
 from .pretrain import (EQUAL_COMPUTE, FRAMEWORKS, METHODS, ViewSpec, dump_config,
                        plan_pretraining, pretrain_config, pretrain_jobs, run_name)
 from ..utils.resources import shipped_config
-from .runs import checkpoint_of, file_key, read_json, run_jobs, stored_or_computed
+from .runs import checkpoint_of, file_key, run_jobs, stored_or_computed
 from .selection import (add_selection_args, check_selection_args, chosen_text,
                         select_on_validation, selects_pretraining, write_selection)
 from .stats import comparison_table, fmt
 from .transfer import (UNTRAINED, add_first_seed, all_comparisons, backbone_of, finetune_backbone,
                        finetune_jobs, output_name, parse_checkpoints, pretrain_config_of,
-                       set_iteration_schedule, write_picture_grid, write_results)
+                       run_metrics, set_iteration_schedule, set_quick_defaults,
+                       write_picture_grid, write_results)
 
 DOC = __doc__
 METRICS = ('probe_miou', 'probe_miou_mid', 'finetune_miou')
@@ -132,10 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    if '--quick' in argv:  # smaller defaults; options given explicitly still win
-        parser.set_defaults(seeds=2, epochs=2, batch_size=8, crop=32, short_side=32,
-                            finetune_iters=4, finetune_batch=2, head_channels=16,
-                            picture_images=2)
+    set_quick_defaults(parser, argv, epochs=2, batch_size=8, crop=32, short_side=32,
+                       head_channels=16)
     args = parser.parse_args(argv)
     if args.checkpoints and args.methods:
         parser.error('--methods selects the runs to pre-train; --checkpoints names its own.')
@@ -459,10 +458,7 @@ def finetune_scores(args, data, runs) -> tuple:
     walls = run_jobs(jobs, osp.join(args.out, 'finetune'), args.jobs)
     scores = {}
     for (method, seed), path in where.items():
-        metrics = read_json(path)
-        if metrics is None:
-            raise RuntimeError(f'{path} is missing: the fine-tuning of {method} seed {seed} '
-                               f'wrote no metrics (see its log under {args.out}/finetune).')
+        metrics = run_metrics(path, f'{method} seed {seed}', args.out)
         per_class = {k[len('IoU.'):]: v for k, v in metrics.items() if k.startswith('IoU.')}
         scores.setdefault(method, []).append(dict(
             finetune_miou=metrics['mIoU'], finetune_aacc=metrics['aAcc'],

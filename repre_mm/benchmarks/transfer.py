@@ -18,6 +18,14 @@ from .runs import Job, file_key, read_json, write_json
 from .stats import compare
 
 UNTRAINED = 'untrained'  # the untrained encoder (probe) / random initialisation (fine-tuning)
+# --quick's defaults that both benchmarks share; each adds its own sizes
+QUICK_DEFAULTS = dict(seeds=2, finetune_iters=4, finetune_batch=2, picture_images=2)
+
+
+def set_quick_defaults(parser, argv: Sequence[str], **own) -> None:
+    """With --quick in argv: the smaller defaults (options given explicitly still win)."""
+    if '--quick' in argv:
+        parser.set_defaults(**{**QUICK_DEFAULTS, **own})
 
 
 # --- the encoders ----------------------------------------------------------------------------
@@ -177,6 +185,16 @@ def finetune_jobs(args, runs: Dict[str, List[tuple]],
                        TEST_ARGS=f'--out {metrics} --out-item metrics')
             jobs.append(Job(name, work_dir, prepare, args.finetune_iters, env=env))
     return jobs, where
+
+
+def run_metrics(path: str, run: str, out: str) -> dict:
+    """The metrics a fine-tuning (or test) run wrote to ``path``; an error naming the run and
+    where its log is when it wrote none."""
+    metrics = read_json(path)
+    if metrics is None:
+        raise RuntimeError(f'{path} is missing: the run of {run} wrote no metrics (see its log '
+                           f'under {out}/finetune).')
+    return metrics
 
 
 # --- report ----------------------------------------------------------------------------------
