@@ -201,3 +201,33 @@ def test_a_completed_set_up_is_skipped_at_once(machine):
                               'REPRE_MM_CACHE': str(tmp / 'cache')})
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == str(venv)
     assert 'up to date' in out.stderr and time.time() - start < 5
+
+
+@pytest.mark.parametrize('cores, workers, expected', [
+    ('2', None, dict(workers='2', threads='1', parallel='-n 2 --dist loadfile')),
+    ('8', None, dict(workers='4', threads='2', parallel='-n 4 --dist loadfile')),
+    ('8', '1', dict(workers='1', threads='', parallel=None)),
+])
+def test_run_tests_spreads_the_test_files_over_a_worker_per_core(
+        tmp_path, cores, workers, expected):
+    """tools/run_tests.sh --plan on a machine of faked core count: one pytest-xdist worker per
+    core (at most 4), a file per worker, the cores shared out as torch threads;
+    REPRE_MM_TEST_WORKERS=1 runs one process without xdist."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    _executable(str(bin_dir / 'nproc'), f'#!/bin/sh\necho {cores}\n')
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'REPRE_MM_TEST_WORKERS')}
+    env['PATH'] = f'{bin_dir}{os.pathsep}{env["PATH"]}'
+    if workers:
+        env['REPRE_MM_TEST_WORKERS'] = workers
+    out = subprocess.run(['bash', osp.join(ROOT, 'tools', 'run_tests.sh'), '--plan', '-k', 'x'],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    plan = dict(line.split('=', 1) for line in out.stdout.splitlines())
+    assert plan['workers'] == expected['workers'] and plan['threads'] == expected['threads']
+    assert plan['command'].endswith(' -k x')
+    if expected['parallel']:
+        assert expected['parallel'] in plan['command']
+    else:
+        assert ' -n ' not in plan['command']
